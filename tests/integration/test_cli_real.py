@@ -1,0 +1,170 @@
+"""The headless `llamalab` as a user runs it: a real process, real servers, real nginx."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from tui_lab.engine.config import LabConfig
+from tui_lab.engine.results import read_rows
+
+pytestmark = pytest.mark.integration
+
+
+def llamalab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui_lab.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+def ports(lab: LabConfig) -> list[str]:
+    return ["--base-port", str(lab.base_port), "--nginx-port", str(lab.nginx_port)]
+
+
+def test_cli_full_sweep_writes_results_with_real_figures(lab: LabConfig, tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    out = llamalab(
+        "sweep",
+        "full",
+        "--instances",
+        "1,2",
+        "--parallel",
+        "1,2",
+        "--concurrency",
+        "1,4",
+        "--n-predict",
+        "8",
+        "--threads",
+        "1",
+        "--results",
+        str(results),
+        *ports(lab),
+    )
+    assert out.returncode == 0, out.stderr
+    (jsonl,) = results.glob("sweep-full-*.jsonl")
+    rows = read_rows(jsonl)
+    assert len(rows) == 8
+    assert all(r["output_tokens"] == r["server_output_tokens"] and r["output_tokens"] for r in rows)
+    meta = json.loads(next(results.glob("sweep-full-*.meta.json")).read_text())
+    assert meta["machine"]["model_size_bytes"] > 100_000_000
+    assert "cell 8/8 done" in out.stderr
+    analyzed = llamalab("analyze", str(jsonl), "--field", "output_tok_per_s", "--count", "3")
+    assert analyzed.returncode == 0
+    assert len(analyzed.stdout.strip().splitlines()) == 2 + 3  # header, rule, three best cells
+
+
+def test_standing_cluster_serves_an_openai_client_streaming_included(lab: LabConfig) -> None:
+    started = llamalab(
+        "cluster", "start", "--instances", "2", "--parallel", "2", "--threads", "1", *ports(lab)
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        endpoint = f"http://127.0.0.1:{lab.nginx_port}"
+        assert endpoint in started.stdout
+
+        again = llamalab("cluster", "start", *ports(lab))
+        assert again.returncode == 2 and "already running" in again.stderr
+
+        status = json.loads(llamalab("cluster", "status", "--json").stdout)
+        assert status["endpoint"] == endpoint
+        assert status["nginx"]["state"] == "ready"
+        assert [i["state"] for i in status["instances"]] == ["ready", "ready"]
+        assert all(i["pid"] and i["port"] for i in status["instances"])
+
+        client = openai.OpenAI(base_url=f"{endpoint}/v1", api_key="none")
+        reply = client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        stream = client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Count"}], max_tokens=8, stream=True
+        )
+        pieces = [
+            c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+        ]
+        assert len(pieces) >= 2
+
+        load = llamalab(
+            "load",
+            "--url",
+            endpoint,
+            "--concurrency",
+            "4",
+            "--requests",
+            "8",
+            "--n-predict",
+            "8",
+            "--stream",
+            "--json",
+        )
+        assert load.returncode == 0, load.stderr
+        figures = json.loads(load.stdout)
+        assert figures["requests_ok"] == 8 and figures["output_tokens"] == 64
+        for key in ("wall_s", "output_tok_per_s", "requests_per_s", "requests_failed"):
+            assert key in figures
+        assert (
+            figures["ttft_ms"]["p50"] > 0 and figures["e2el_ms"]["p99"] >= figures["e2el_ms"]["p50"]
+        )
+    finally:
+        stopped = llamalab("cluster", "stop")
+    assert stopped.returncode == 0 and "cluster stopped" in stopped.stdout
+    assert "no cluster running" in llamalab("cluster", "status").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["test", "single", "--model", "/nope/missing.gguf"],
+            "model not found: /nope/missing.gguf",
+        ),
+        (["sweep", "full", "--parallel", "1,,x"], "--parallel: empty item"),
+        (["sweep", "full", "--concurrency", "0"], "--concurrency: 0 is below 1"),
+        (["sweep", "full", "--instances", "-4"], "--instances: -4 is below 1"),
+        (["sweep", "full", "--instances", ""], "--instances: empty list"),
+        (["test", "concurrent", "--concurrency", "0"], "--concurrency: 0 is below 1"),
+        (["test", "single", "--requests", "0"], "--requests: 0 is below 1"),
+        (["sweep", "nonsense"], "invalid choice: 'nonsense'"),
+        (["test", "single", "--server-bin", "/nope/llama-server"], "llama-server not found"),
+        (["test", "round-robin", "--nginx-bin", "/nope/nginx"], "nginx not found"),
+        (["test", "single", "--host", "my box"], "not an IP address"),
+        (["test", "single", "--base-port", "70000"], "not a TCP port"),
+    ],
+)
+def test_bad_input_gets_one_line_and_starts_nothing(args: list[str], message: str) -> None:
+    out = llamalab(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_model_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a model")
+    out = llamalab("test", "single", "--model", str(fake))
+    assert out.returncode == 2 and "not a GGUF file" in out.stderr
+
+
+def test_a_port_in_use_is_reported_before_anything_starts(lab: LabConfig, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", lab.base_port + 1))
+        taken.listen()
+        out = llamalab(
+            "test", "round-robin", "--instances", "2", *ports(lab), "--results", str(tmp_path)
+        )
+    assert out.returncode == 2
+    assert f"port {lab.base_port + 1} (llama-server #1) is already in use" in out.stderr
+    assert not list(tmp_path.glob("*.csv"))  # nothing recorded, nothing started

@@ -1,0 +1,79 @@
+"""The proxy configuration, checked by the real `nginx -t`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.nginx_config import ProxySpec, render, worker_connections
+from tui_lab.engine.proxy import check_config, write_config
+
+
+def _spec(run_dir: Path, **kw: object) -> ProxySpec:
+    base: dict[str, object] = {
+        "listen_host": "127.0.0.1",
+        "listen_port": 18000,
+        "upstreams": (("127.0.0.1", 18100), ("127.0.0.1", 18101)),
+        "run_dir": run_dir,
+    }
+    base.update(kw)
+    return ProxySpec(**base)  # type: ignore[arg-type]
+
+
+def test_round_robin_is_the_default_and_least_conn_an_option(tmp_path: Path) -> None:
+    text = render(_spec(tmp_path))
+    assert "round-robin" not in text and "least_conn" not in text
+    assert "least_conn;" in render(_spec(tmp_path, balance="least_conn"))
+
+
+def test_streaming_and_keepalive_settings_are_present(tmp_path: Path) -> None:
+    text = render(_spec(tmp_path))
+    for needle in (
+        "proxy_buffering off;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "keepalive ",
+        "max_fails=3 fail_timeout=10s;",
+        "proxy_read_timeout 3600s;",
+        "server 127.0.0.1:18100",
+        "server 127.0.0.1:18101",
+        "listen 127.0.0.1:18000;",
+    ):
+        assert needle in text
+
+
+def test_worker_connections_stay_above_twice_the_concurrency() -> None:
+    assert worker_connections(1) >= 1024
+    assert worker_connections(4096) > 2 * 4096
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
+def test_real_nginx_accepts_the_config(tmp_path: Path, nginx_bin: Path, balance: str) -> None:
+    spec = _spec(tmp_path, balance=balance, max_concurrency=2048, api_key="k-123")
+    write_config(spec)
+    asyncio.run(check_config(nginx_bin, tmp_path))
+
+
+def test_a_run_folder_with_spaces_and_quotes_still_passes_nginx_t(
+    tmp_path: Path, nginx_bin: Path
+) -> None:
+    run_dir = tmp_path / 'my "lab" dir; x'
+    run_dir.mkdir()
+    write_config(_spec(run_dir))
+    asyncio.run(check_config(nginx_bin, run_dir))
+
+
+def test_a_newline_cannot_inject_configuration(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="nginx configuration"):
+        render(_spec(tmp_path / "x\n}\nserver { listen 80; }"))
+
+
+def test_a_broken_config_is_reported_by_nginx_t(tmp_path: Path, nginx_bin: Path) -> None:
+    write_config(_spec(tmp_path))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(conf.read_text().replace("worker_processes 1;", "worker_processes one;"))
+    with pytest.raises(LabError, match="nginx -t rejected"):
+        asyncio.run(check_config(nginx_bin, tmp_path))

@@ -1,0 +1,82 @@
+"""What the engine tells its watchers: frozen facts, emitted in order, never read back.
+
+The CLI's progress bar and the TUI's adapter consume the same stream; neither reaches into
+engine objects to find out what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tui_lab.engine.load import RequestRecord
+from tui_lab.engine.stats import RunSummary
+
+ProcessRole = Literal["server", "nginx"]
+ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped"]
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    role: ProcessRole
+    index: int  # instance number; 0 for nginx
+    port: int
+    pid: int | None
+    state: ProcessStatus
+    exit_code: int | None = None
+    log_path: Path | None = None
+    detail: str = ""  # why it crashed or failed to become ready, with its last log lines
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run: str
+    cells: int
+    requests: int  # measured requests over all cells, for progress and ETA
+
+
+@dataclass(frozen=True)
+class CellStarted:
+    index: int  # 1-based
+    total: int
+    params: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class RequestDone:
+    cell: int
+    record: RequestRecord
+
+
+@dataclass(frozen=True)
+class CellFinished:
+    index: int
+    total: int
+    params: Mapping[str, object]
+    summary: RunSummary | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: Literal["info", "warning", "error"]
+    text: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    run: str
+    cells_ok: int
+    cells_failed: int
+    results_csv: Path | None
+    cancelled: bool = False
+
+
+Event = ProcessState | RunStarted | CellStarted | RequestDone | CellFinished | Notice | RunFinished
+EventSink = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    """The sink for callers that do not watch."""

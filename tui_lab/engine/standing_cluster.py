@@ -1,0 +1,244 @@
+"""The standing cluster: servers + nginx left serving for outside clients (Open WebUI, agents).
+
+It is the one deliberate exception to "nothing outlives the lab", so it is owned by a small
+detached supervisor process (`llamalab cluster serve`) rather than by whoever started it. The
+supervisor's children die with it (PDEATHSIG), it records what runs in a state file, and
+`cluster stop` asks it to stop everything cleanly. A dropped SSH session does not touch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from tui_lab.engine.cluster import Cluster, ClusterSpec, required_ports
+from tui_lab.engine.config import Balance, LabConfig, Layout
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.events import Event, ProcessState
+from tui_lab.engine.instance import control_session, http_url
+from tui_lab.engine.ports import ensure_free
+from tui_lab.engine.run_folder import cluster_dir
+
+STATE_FILE = "state.json"
+STOP_TIMEOUT_S = 30.0
+
+
+def state_path() -> Path:
+    return cluster_dir() / STATE_FILE
+
+
+def read_state() -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path().read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabError(f"cluster state file unreadable: {state_path()} ({exc})") from None
+
+
+def write_state(state: dict[str, Any]) -> None:
+    """Atomic replace, so a reader never sees half a file."""
+    path = state_path()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=2)
+    tmp.replace(path)
+
+
+def _process_alive(pid: int | None, started: float | None) -> bool:
+    """Alive and the same process (not a recycled PID)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
+def supervisor_alive(state: dict[str, Any]) -> bool:
+    return _process_alive(state.get("supervisor_pid"), state.get("supervisor_started"))
+
+
+def running_state() -> dict[str, Any] | None:
+    """The state of a live standing cluster, clearing a stale file left by a killed supervisor."""
+    state = read_state()
+    if state is None:
+        return None
+    if supervisor_alive(state):
+        return state
+    with contextlib.suppress(FileNotFoundError):
+        state_path().unlink()
+    return None
+
+
+def _entry(event: ProcessState) -> dict[str, Any]:
+    return {
+        "index": event.index,
+        "port": event.port,
+        "pid": event.pid,
+        "state": event.state,
+        "exit_code": event.exit_code,
+        "log": str(event.log_path) if event.log_path else None,
+        "detail": event.detail,
+    }
+
+
+async def serve(lab: LabConfig, layout: Layout, balance: Balance) -> int:
+    """The supervisor's body: start, record, wait for a stop signal, stop; returns exit status."""
+    run_dir = cluster_dir()
+    me = psutil.Process()
+    state: dict[str, Any] = {
+        "supervisor_pid": me.pid,
+        "supervisor_started": me.create_time(),
+        "status": "starting",
+        "endpoint": http_url(lab.host, lab.nginx_port),
+        "host": lab.host,
+        "model": str(lab.model),
+        "instances_requested": layout.instances,
+        "parallel": layout.parallel,
+        "balance": balance,
+        "nginx": {"port": lab.nginx_port, "pid": None, "state": "stopped"},
+        "instances": [
+            {"index": i, "port": lab.base_port + i, "pid": None, "state": "stopped"}
+            for i in range(layout.instances)
+        ],
+        "error": None,
+    }
+    write_state(state)
+
+    def record(event: Event) -> None:
+        if isinstance(event, ProcessState):
+            if event.role == "nginx":
+                state["nginx"] = _entry(event)
+            else:
+                state["instances"][event.index] = _entry(event)
+            write_state(state)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    cluster = Cluster(lab, ClusterSpec(layout, balance, max_concurrency=1024), run_dir, record)
+    status = 0
+    try:
+        async with control_session() as session:
+            await cluster.start(session)
+        state["status"] = "ready"
+        write_state(state)
+        await stop.wait()
+    except LabError as exc:
+        state["status"] = "failed"
+        state["error"] = str(exc)
+        status = 1
+    finally:
+        await cluster.stop()
+        if status == 0:
+            with contextlib.suppress(FileNotFoundError):
+                state_path().unlink()
+        else:
+            write_state(state)
+    return status
+
+
+def start_detached(
+    lab: LabConfig, instances: int, serve_args: Sequence[str], timeout_s: float
+) -> dict[str, Any]:
+    """Launch the supervisor and wait until it reports ready or failed."""
+    existing = running_state()
+    if existing is not None:
+        raise LabError(
+            f"a cluster is already running at {existing['endpoint']} "
+            f"(supervisor pid {existing['supervisor_pid']}); stop it with: llamalab cluster stop"
+        )
+    ensure_free(lab.host, required_ports(lab, instances, True))
+    log_path = cluster_dir() / "supervisor.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tui_lab.cli", "cluster", "serve", *serve_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state()
+        if state and state.get("supervisor_pid") == proc.pid:
+            if state["status"] == "ready":
+                return state
+            if state["status"] == "failed":
+                proc.wait(timeout=STOP_TIMEOUT_S)
+                state_path().unlink(missing_ok=True)
+                raise LabError(state["error"])
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise LabError(
+                f"cluster supervisor exited with status {proc.returncode}: {' | '.join(tail)}"
+            )
+        time.sleep(0.2)
+    proc.terminate()
+    proc.wait(timeout=STOP_TIMEOUT_S)
+    raise LabError(f"cluster not ready after {timeout_s:.0f} s; logs in {cluster_dir()}")
+
+
+def stop_running() -> dict[str, Any] | None:
+    """Ask the supervisor to stop everything; force what is left after the timeout."""
+    state = running_state()
+    if state is None:
+        return None
+    pid = state["supervisor_pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and supervisor_alive(state):
+        time.sleep(0.1)
+    if supervisor_alive(state):
+        for entry in [state["nginx"], *state["instances"]]:
+            if entry.get("pid"):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(entry["pid"], signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    state_path().unlink(missing_ok=True)
+    return state
+
+
+async def _probe(session: aiohttp.ClientSession, url: str) -> str:
+    try:
+        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            return {200: "ready", 503: "loading", 401: "ready"}.get(
+                resp.status, f"http_{resp.status}"
+            )
+    except (aiohttp.ClientError, TimeoutError):
+        return "not answering"
+
+
+async def live_status() -> dict[str, Any] | None:
+    """The recorded state, with each process's state checked now rather than trusted."""
+    state = running_state()
+    if state is None:
+        return None
+    host = state["host"]
+    async with control_session() as session:
+        for entry in [state["nginx"], *state["instances"]]:
+            if not _process_alive(entry.get("pid"), None):
+                entry["state"] = "stopped" if entry.get("state") == "stopped" else "crashed"
+            else:
+                entry["state"] = await _probe(session, http_url(host, entry["port"]))
+    return state

@@ -1,0 +1,213 @@
+"""Running a plan: start servers when the layout changes, measure each cell, write it at once.
+
+This is the one executor behind all six runs, the CLI and the TUI. Every cell's row reaches the
+results files before the next cell starts, so an interrupted sweep loses at most the cell that
+was running; a cancelled run still stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tui_lab.engine.cluster import Cluster, ClusterSpec, required_ports
+from tui_lab.engine.config import Cell, LabConfig, LoadSettings
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.events import (
+    CellFinished,
+    CellStarted,
+    EventSink,
+    Notice,
+    RequestDone,
+    RunFinished,
+    RunStarted,
+)
+from tui_lab.engine.instance import control_session
+from tui_lab.engine.load import LoadSpec, run_load
+from tui_lab.engine.ports import ensure_free
+from tui_lab.engine.results import ResultsWriter
+from tui_lab.engine.runs import Plan
+from tui_lab.engine.server_metrics import tokens_predicted
+from tui_lab.engine.stats import RunSummary, summarize_load
+
+WARMUP_N_PREDICT = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rows: tuple[dict[str, object], ...]
+    results_csv: Path | None
+    cells_ok: int
+    cells_failed: int
+
+
+def check_plan_ports(plan: Plan, lab: LabConfig) -> None:
+    """All ports any cell will need, checked before the first process starts."""
+    most = max(c.layout.instances for c in plan.cells)
+    proxied = any(c.layout.proxied for c in plan.cells)
+    ensure_free(lab.host, required_ports(lab, most, proxied))
+
+
+def load_spec(url: str, cell: Cell, load: LoadSettings, api_key: str | None) -> LoadSpec:
+    return LoadSpec(
+        url=url,
+        concurrency=cell.concurrency,
+        requests=cell.requests,
+        n_predict=cell.n_predict,
+        api=load.api,
+        stream=load.stream,
+        temperature=load.temperature,
+        ignore_eos=load.ignore_eos,
+        cache_prompt=load.cache_prompt,
+        timeout_s=load.timeout_s,
+        api_key=api_key,
+    )
+
+
+async def warm_up(cluster: Cluster, api_key: str | None) -> None:
+    """One short request to each instance directly, so no cell pays for a cold first decode."""
+    await asyncio.gather(
+        *(
+            run_load(
+                LoadSpec(
+                    url=inst.url,
+                    concurrency=1,
+                    requests=1,
+                    n_predict=WARMUP_N_PREDICT,
+                    api_key=api_key,
+                )
+            )
+            for inst in cluster.instances
+        )
+    )
+
+
+async def server_token_counts(session: aiohttp.ClientSession, cluster: Cluster) -> list[int | None]:
+    return list(
+        await asyncio.gather(*(tokens_predicted(session, i.url) for i in cluster.instances))
+    )
+
+
+def _deltas(before: list[int | None], after: list[int | None]) -> list[int | None]:
+    return [None if b is None or a is None else a - b for b, a in zip(before, after, strict=True)]
+
+
+def cell_row(
+    plan: Plan,
+    index: int,
+    cell: Cell,
+    summary: RunSummary | None,
+    server_tokens: list[int | None] | None,
+    error: str | None,
+) -> dict[str, object]:
+    """One results row; failed cells keep every column (empty) so the CSV stays rectangular."""
+    metrics = summary.to_flat_dict() if summary else dict.fromkeys(RunSummary.flat_keys())
+    known = [t for t in server_tokens or [] if t is not None]
+    complete = server_tokens is not None and len(known) == len(server_tokens)
+    return {
+        "run": plan.run,
+        "cell": index,
+        **cell.params(),
+        **metrics,
+        "server_output_tokens": sum(known) if complete else None,
+        "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
+        "error": error,
+    }
+
+
+class PlanRunner:
+    """Runs one plan; the TUI holds on to it to ask which instances exist right now."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        lab: LabConfig,
+        load: LoadSettings,
+        emit: EventSink,
+        run_dir: Path,
+        results: ResultsWriter | None,
+    ) -> None:
+        self.plan = plan
+        self.lab = lab
+        self.load = load
+        self.emit = emit
+        self.run_dir = run_dir
+        self.results = results
+        self.cluster: Cluster | None = None
+
+    async def run(self) -> Outcome:
+        check_plan_ports(self.plan, self.lab)
+        total = len(self.plan.cells)
+        self.emit(RunStarted(self.plan.run, total, self.plan.requests))
+        rows: list[dict[str, object]] = []
+        cancelled = False
+        try:
+            async with control_session() as session:
+                for index, cell in enumerate(self.plan.cells, 1):
+                    rows.append(await self._run_cell(session, index, cell))
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if self.cluster is not None:
+                await asyncio.shield(self.cluster.stop())
+                self.cluster = None
+            failed = sum(1 for r in rows if r["error"])
+            csv = self.results.csv_path if self.results else None
+            self.emit(RunFinished(self.plan.run, len(rows) - failed, failed, csv, cancelled))
+        return Outcome(tuple(rows), csv, len(rows) - failed, failed)
+
+    async def _run_cell(
+        self, session: aiohttp.ClientSession, index: int, cell: Cell
+    ) -> dict[str, object]:
+        total = len(self.plan.cells)
+        self.emit(CellStarted(index, total, cell.params()))
+        summary: RunSummary | None = None
+        server_tokens: list[int | None] | None = None
+        error: str | None = None
+        try:
+            cluster = await self._cluster_for(cell, session)
+            before = await server_token_counts(session, cluster)
+            result = await run_load(
+                load_spec(cluster.url, cell, self.load, self.lab.api_key),
+                on_record=lambda rec: self.emit(RequestDone(index, rec)),
+            )
+            server_tokens = _deltas(before, await server_token_counts(session, cluster))
+            summary = summarize_load(result)
+        except LabError as exc:
+            if not self.lab.continue_on_error:
+                raise
+            error = str(exc)
+            self.emit(Notice("error", f"cell {index}/{total}: {error}"))
+        row = cell_row(self.plan, index, cell, summary, server_tokens, error)
+        if self.results is not None:
+            self.results.write(row)
+        self.emit(CellFinished(index, total, cell.params(), summary, error))
+        return row
+
+    async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
+        """Reuse the running servers unless a server-side parameter changed or one has died."""
+        current = self.cluster
+        if (
+            current is not None
+            and current.spec.layout == cell.layout
+            and all(i.process.running for i in current.instances)
+        ):
+            await current.set_balance(cell.balance, session)
+            return current
+        if current is not None:
+            self.cluster = None
+            await current.stop()
+        cluster = Cluster(
+            self.lab,
+            ClusterSpec(cell.layout, cell.balance, self.plan.max_concurrency),
+            self.run_dir,
+            self.emit,
+        )
+        await cluster.start(session)
+        self.cluster = cluster
+        await warm_up(cluster, self.lab.api_key)
+        return cluster
