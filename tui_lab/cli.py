@@ -102,6 +102,12 @@ def _add_server_options(p: argparse.ArgumentParser, *, sweepable_threads: bool =
     )
     g.add_argument("--api-key", help="pass --api-key to the servers and require it at nginx")
     g.add_argument(
+        "--upstream-keepalive",
+        action="store_true",
+        help="keep nginx-to-server connections open (non-streaming loads only: llama-server "
+        "closes them after streamed replies)",
+    )
+    g.add_argument(
         "--ready-timeout",
         type=float,
         default=300.0,
@@ -239,6 +245,7 @@ def lab_config(args: argparse.Namespace, *, need_nginx: bool) -> LabConfig:
         api_key=args.api_key,
         ready_timeout_s=args.ready_timeout,
         continue_on_error=not getattr(args, "stop_on_error", False),
+        upstream_keepalive=args.upstream_keepalive,
     )
 
 

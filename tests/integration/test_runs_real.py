@@ -46,7 +46,7 @@ async def run(
 
 def assert_real_figures(row: dict[str, object], n_predict: int) -> None:
     assert row["error"] is None
-    assert row["requests_failed"] == 0
+    assert row["requests_failed"] == 0, row["errors"]
     assert row["output_tokens"] == row["requests_ok"] * n_predict
     assert row["server_output_tokens"] == row["output_tokens"]
     assert isinstance(row["output_tok_per_s"], float) and row["output_tok_per_s"] > 0

@@ -34,8 +34,6 @@ def test_streaming_and_keepalive_settings_are_present(tmp_path: Path) -> None:
     for needle in (
         "proxy_buffering off;",
         "proxy_http_version 1.1;",
-        'proxy_set_header Connection "";',
-        "keepalive ",
         "max_fails=3 fail_timeout=10s;",
         "proxy_read_timeout 3600s;",
         "server 127.0.0.1:18100",
@@ -45,6 +43,14 @@ def test_streaming_and_keepalive_settings_are_present(tmp_path: Path) -> None:
         assert needle in text
 
 
+def test_upstream_keepalive_is_opt_in_because_llama_server_closes_streams(tmp_path: Path) -> None:
+    plain = render(_spec(tmp_path))
+    assert "keepalive " not in plain and "non_idempotent" not in plain
+    pooled = render(_spec(tmp_path, upstream_keepalive=True))
+    assert "keepalive 8;" in pooled and "keepalive_timeout 4s;" in pooled
+    assert 'proxy_set_header Connection "";' in pooled and "non_idempotent" in pooled
+
+
 def test_worker_connections_stay_above_twice_the_concurrency() -> None:
     assert worker_connections(1) >= 1024
     assert worker_connections(4096) > 2 * 4096
@@ -52,7 +58,9 @@ def test_worker_connections_stay_above_twice_the_concurrency() -> None:
 
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
 def test_real_nginx_accepts_the_config(tmp_path: Path, nginx_bin: Path, balance: str) -> None:
-    spec = _spec(tmp_path, balance=balance, max_concurrency=2048, api_key="k-123")
+    spec = _spec(
+        tmp_path, balance=balance, max_concurrency=2048, api_key="k-123", upstream_keepalive=True
+    )
     write_config(spec)
     asyncio.run(check_config(nginx_bin, tmp_path))
 

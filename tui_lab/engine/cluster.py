@@ -71,6 +71,7 @@ class Cluster:
             balance=balance,
             max_concurrency=self.spec.max_concurrency,
             api_key=self.lab.api_key,
+            upstream_keepalive=self.lab.upstream_keepalive,
         )
         return NginxProxy(self.lab.nginx_bin, proxy_spec, self.emit)
 

@@ -253,6 +253,7 @@ class LabConfig:
     api_key: str | None = None
     ready_timeout_s: float = 300.0
     continue_on_error: bool = True
+    upstream_keepalive: bool = False  # see nginx_config.ProxySpec for why it is off by default
 
     def with_ports(self, base_port: int, nginx_port: int) -> LabConfig:
         return replace(self, base_port=base_port, nginx_port=nginx_port)

@@ -15,9 +15,9 @@ from tui_lab.engine.config import Balance
 from tui_lab.engine.errors import LabError
 
 MIN_WORKER_CONNECTIONS = 1024
-# Idle upstream connections kept per llama-server. Each pins one of its HTTP threads, so the
-# pool stays small (config.HTTP_THREAD_HEADROOM budgets for it), and idle ones are dropped after
-# 4 s, before llama-server's own 5 s keep-alive timeout could close one nginx is about to reuse.
+# With upstream keep-alive: idle connections kept per llama-server. Each pins one of its HTTP
+# threads, so the pool stays small (config.HTTP_THREAD_HEADROOM budgets for it), and idle ones
+# are dropped after 4 s, before llama-server's 5 s keep-alive timeout closes one nginx reuses.
 IDLE_PER_UPSTREAM = 4
 
 
@@ -33,6 +33,11 @@ class ProxySpec:
     fail_timeout_s: int = 10
     read_timeout_s: int = 3600
     api_key: str | None = None
+    # Off by default: llama-server closes the connection after every streamed reply while
+    # advertising keep-alive, so pooled connections die under nginx; at 64 streaming clients
+    # that failed half the requests and marked every server down (max_fails). Worth turning on
+    # only for non-streaming loads, where it saves a loopback connect per request.
+    upstream_keepalive: bool = False
 
 
 def worker_connections(max_concurrency: int) -> int:
@@ -76,6 +81,17 @@ def render(spec: ProxySpec) -> str:
             f"        if ($http_authorization != {quote('Bearer ' + spec.api_key)}) "
             "{ return 401; }\n"
         )
+    pool = reuse = ""
+    if spec.upstream_keepalive:
+        idle = IDLE_PER_UPSTREAM * len(spec.upstreams)
+        pool = f"        keepalive {idle};\n        keepalive_timeout 4s;\n"
+        # A pooled connection can die in the instant before nginx reuses it; such a request
+        # never reached the server, so it is passed to the next one.
+        reuse = (
+            '            proxy_set_header Connection "";\n'
+            "            proxy_next_upstream error timeout non_idempotent;\n"
+            "            proxy_next_upstream_tries 2;\n"
+        )
     return f"""# Written by llamalab; regenerated on every start.
 worker_processes 1;
 worker_rlimit_nofile {2 * wc + 64};
@@ -88,7 +104,8 @@ events {{
 
 http {{
     log_format upstream '$remote_addr [$time_local] "$request" $status '
-                        'upstream=$upstream_addr rt=$request_time';
+                        'upstream=$upstream_addr ustatus=$upstream_status '
+                        'rt=$request_time';
     access_log {quote(str(run / "nginx-access.log"))} upstream;
 {temp}
     client_max_body_size 64m;
@@ -96,24 +113,20 @@ http {{
 
     upstream llama {{
 {method}{servers}
-        keepalive {IDLE_PER_UPSTREAM * len(spec.upstreams)};
-        keepalive_timeout 4s;
-    }}
+{pool}    }}
 
     server {{
         listen {_addr(spec.listen_host, spec.listen_port)};
         location / {{
 {auth}            proxy_pass http://llama;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
+{reuse}            proxy_set_header Host $host;
             proxy_buffering off;
             proxy_cache off;
             proxy_request_buffering off;
             proxy_max_temp_file_size 0;
             proxy_read_timeout {spec.read_timeout_s}s;
             proxy_send_timeout {spec.read_timeout_s}s;
-            proxy_next_upstream error timeout http_502;
         }}
     }}
 }}
