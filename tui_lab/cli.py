@@ -34,6 +34,7 @@ from tui_lab.engine.run_settings import (
     RunSettings,
     build_plan,
     check_api_key,
+    cluster_args,
     cluster_layout,
     lab_config,
     load_settings,
@@ -236,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if outcome.cells_failed == 0 else 1
 
 
-def cmd_cluster(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def cmd_cluster(args: argparse.Namespace) -> int:
     if args.action in ("start", "serve"):
         settings = settings_from_args(args)
         layout = cluster_layout(settings)
@@ -244,9 +245,8 @@ def cmd_cluster(args: argparse.Namespace, argv: Sequence[str]) -> int:
         lab = lab_config(settings, need_nginx=True)
         if args.action == "serve":
             return asyncio.run(standing_cluster.serve(lab, layout, balance))  # type: ignore[arg-type]
-        serve_args = list(argv[argv.index("start") + 1 :])
         state = standing_cluster.start_detached(
-            lab, layout.instances, serve_args, lab.ready_timeout_s + 60
+            lab, layout.instances, cluster_args(settings), lab.ready_timeout_s + 60
         )
         print(
             f"cluster ready: {state['endpoint']}  "
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("test", "sweep"):
             return cmd_run(args)
         if args.command == "cluster":
-            return cmd_cluster(args, argv)
+            return cmd_cluster(args)
         if args.command == "load":
             return cmd_load(args)
         if args.command == "analyze":

@@ -96,6 +96,17 @@ class Cluster:
             await self.stop()
             raise
 
+    async def restart_instance(self, index: int, session: aiohttp.ClientSession) -> None:
+        """Stop and start one server in place; nginx keeps routing to its port."""
+        old = self.instances[index]
+        await old.stop()
+        fresh = ServerInstance(
+            index, self.lab.host, old.port, old.process.argv, old.process.log_path, self.emit
+        )
+        self.instances[index] = fresh
+        await fresh.start()
+        await fresh.wait_ready(session, self.lab.ready_timeout_s)
+
     async def set_balance(self, balance: Balance, session: aiohttp.ClientSession) -> None:
         """Only nginx restarts when the balancing method is the one thing that changed."""
         if self.proxy is None or self.proxy.spec.balance == balance:

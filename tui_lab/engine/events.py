@@ -15,7 +15,8 @@ from tui_lab.engine.load import RequestRecord
 from tui_lab.engine.stats import RunSummary
 
 ProcessRole = Literal["server", "nginx"]
-ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped"]
+ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped", "not answering"]
+ProcessOwner = Literal["run", "cluster"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ProcessState:
     exit_code: int | None = None
     log_path: Path | None = None
     detail: str = ""  # why it crashed or failed to become ready, with its last log lines
+    owner: ProcessOwner = "run"  # a run's own servers, or the standing cluster's
 
 
 @dataclass(frozen=True)

@@ -394,3 +394,35 @@ def estimate(plan: Plan) -> str:
         1 for i, c in enumerate(plan.cells) if i == 0 or c.layout != plan.cells[i - 1].layout
     )
     return f"{len(plan.cells)} cells, {starts} server layouts, {plan.requests} measured requests"
+
+
+# Settings a standing cluster is started with, as `llamalab cluster serve` flags.
+_CLUSTER_FLAGS = (
+    "instances",
+    "parallel",
+    "balance",
+    "server_bin",
+    "model",
+    "nginx_bin",
+    "host",
+    "base_port",
+    "nginx_port",
+    "threads",
+    "threads_http",
+    "ctx_per_slot",
+    "server_args",
+    "api_key",
+    "ready_timeout",
+)
+
+
+def cluster_args(s: RunSettings) -> list[str]:
+    """The flags that make the detached supervisor build the same cluster (blank ones omitted)."""
+    args: list[str] = []
+    for name in _CLUSTER_FLAGS:
+        value = getattr(s, name)
+        if value != "":
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    if s.upstream_keepalive:
+        args.append("--upstream-keepalive")
+    return args

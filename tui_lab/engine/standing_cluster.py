@@ -26,7 +26,7 @@ import psutil
 from tui_lab.engine.cluster import Cluster, ClusterSpec, required_ports
 from tui_lab.engine.config import Balance, LabConfig, Layout
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.events import Event, ProcessState
+from tui_lab.engine.events import Event, ProcessState, ProcessStatus
 from tui_lab.engine.instance import control_session, http_url
 from tui_lab.engine.ports import ensure_free
 from tui_lab.engine.run_folder import cluster_dir
@@ -242,3 +242,28 @@ async def live_status() -> dict[str, Any] | None:
             else:
                 entry["state"] = await _probe(session, http_url(host, entry["port"]))
     return state
+
+
+def process_states(state: dict[str, Any]) -> list[ProcessState]:
+    """The cluster's processes as the same events a run emits, so one panel shows both."""
+    out = []
+    for role, entries in (("nginx", [state["nginx"]]), ("server", state["instances"])):
+        for entry in entries:
+            status: ProcessStatus = entry.get("state", "stopped")
+            if status not in ("starting", "loading", "ready", "crashed", "stopped"):
+                status = "not answering"
+            log = entry.get("log")
+            out.append(
+                ProcessState(
+                    role=role,  # type: ignore[arg-type]
+                    index=entry.get("index", 0),
+                    port=entry["port"],
+                    pid=entry.get("pid"),
+                    state=status,
+                    exit_code=entry.get("exit_code"),
+                    log_path=Path(log) if log else None,
+                    detail=entry.get("detail", ""),
+                    owner="cluster",
+                )
+            )
+    return out
