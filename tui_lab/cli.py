@@ -9,10 +9,11 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from tui_lab import __version__
 from tui_lab.cli_progress import ProgressPrinter
@@ -45,6 +46,8 @@ from tui_lab.engine.runs import Plan
 from tui_lab.engine.stats import summarize_load
 from tui_lab.engine.sweep import PlanRunner, check_plan_ports
 
+T = TypeVar("T")
+
 SUMMARY_COLUMNS = (
     "cell",
     "instances",
@@ -59,6 +62,28 @@ SUMMARY_COLUMNS = (
     "e2el_ms_p99",
     "error",
 )
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP (a dropped SSH session) arrived; the run was cancelled cleanly."""
+
+
+def run_until_signal(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro`, turning SIGTERM and SIGHUP into a cancellation so that its `finally` blocks
+    stop every server it started, rather than leaving that to the kernel's PDEATHSIG."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise Stopped from None
+
+    return asyncio.run(main())
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -228,7 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan, lab, load_settings(settings), progress.handle, new_run_dir(plan.run), writer
     )
     try:
-        outcome = asyncio.run(runner.run())
+        outcome = run_until_signal(runner.run())
     finally:
         writer.close()
         progress.close()
@@ -345,8 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabError as exc:
         print(f"llamalab: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("llamalab: interrupted; every process it started has been stopped", file=sys.stderr)
+    except (KeyboardInterrupt, Stopped):
+        print(
+            "llamalab: interrupted; its servers are stopped and finished cells kept",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
 
 from tui_lab.engine.config import LabConfig
@@ -168,3 +171,43 @@ def test_a_port_in_use_is_reported_before_anything_starts(lab: LabConfig, tmp_pa
     assert out.returncode == 2
     assert f"port {lab.base_port + 1} (llama-server #1) is already in use" in out.stderr
     assert not list(tmp_path.glob("*.csv"))  # nothing recorded, nothing started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_dropped_terminal_stops_the_run_and_its_servers(lab: LabConfig, sig: int) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tui_lab.cli",
+            "test",
+            "round-robin",
+            "--instances",
+            "2",
+            "--parallel",
+            "1",
+            "--concurrency",
+            "2",
+            "--requests",
+            "400",
+            "--n-predict",
+            "32",
+            "--threads",
+            "1",
+            *ports(lab),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    servers: list[psutil.Process] = []
+    while sorted(c.name() for c in servers) != ["llama-server", "llama-server", "nginx"]:
+        assert time.monotonic() < deadline, "servers did not start"
+        time.sleep(0.2)
+        servers = psutil.Process(proc.pid).children()
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr is not None and "servers are stopped" in proc.stderr.read()
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive
