@@ -5,7 +5,8 @@
 # NVIDIA: build llama-server with CUDA by running   CMAKE_ARGS="-DGGML_CUDA=ON" ./lab run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dev=0; [ "${1:-}" = "--dev" ] && dev=1
+dev=0; bench=0
+case "${1:-}" in --dev) dev=1 ;; --bench) dev=1; bench=1 ;; esac
 say() { echo "setup: $*" >&2; }
 as_root() { [ "$(id -u)" = 0 ]; }
 
@@ -37,6 +38,7 @@ pkgs=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 if [ "$dev" = 1 ]; then command -v tmux >/dev/null || pkgs+=(tmux); fi
+if [ "$bench" = 1 ]; then command -v wrk >/dev/null || pkgs+=(wrk); fi
 need_debian_packages "${pkgs[@]}"
 
 # 2. The venv and the package, with the default model.
