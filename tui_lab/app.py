@@ -1,18 +1,383 @@
-"""`llamalab-tui`: the full-screen lab.
+"""`llamalab-tui`: the full-screen lab over SSH.
 
-The screens come with the TUI issue; until then this says so.
+The app is the adapter between the engine and the widgets: engine events are buffered and
+posted to the dashboard once per frame; widgets render them; keys and the command palette call
+the actions below, which are the only way the UI drives the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from tui_lab.assets_dir import ASSETS
+from tui_lab.engine import standing_cluster
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.events import Event, Notice, ProcessState, RunFinished
+from tui_lab.engine.instance import control_session, http_url
+from tui_lab.engine.machine import machine_facts
+from tui_lab.engine.presets import load_last_or_default, save_last
+from tui_lab.engine.results import ResultsWriter
+from tui_lab.engine.run_folder import new_run_dir
+from tui_lab.engine.run_settings import (
+    RunSettings,
+    build_plan,
+    cluster_args,
+    cluster_layout,
+    estimate,
+    lab_config,
+    load_settings,
+)
+from tui_lab.engine.runs import Plan
+from tui_lab.engine.sweep import PlanRunner, check_plan_ports
+from tui_lab.engine.telemetry import TelemetryCollector, Watched
+from tui_lab.messages import EngineEvents
+from tui_lab.screens.cluster_modal import ClusterModal
+from tui_lab.screens.configure import ConfigureScreen
+from tui_lab.screens.dashboard import DashboardScreen
+from tui_lab.screens.help import HelpScreen
+from tui_lab.screens.quit_modal import QuitChoice, QuitModal
+from tui_lab.widgets.instance_table import InstanceTable
+
+FRAME_S = 0.1
+CLUSTER_POLL_S = 2.0
+CLUSTER_INDEX_OFFSET = 1000
+
+
+class LabApp(App[None]):
+    TITLE = "llamalab"
+    CSS_PATH = ASSETS / "app.tcss"
+    BINDINGS = [
+        Binding("c", "configure", "Configure"),
+        Binding("s", "start_run", "Start"),
+        Binding("x", "cancel_run", "Cancel"),
+        Binding("r", "toggle_cluster", "Cluster"),
+        Binding("k", "restart_instance", "Restart"),
+        Binding("l", "show_log", "Log"),
+        Binding("v", "results", "Results"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_lab", "Quit"),
+        Binding("ctrl+c", "quit_lab", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self, settings: RunSettings | None = None, *, telemetry_interval_s: float = 1.0
+    ) -> None:
+        super().__init__()
+        problem = None
+        if settings is None:
+            settings, problem = load_last_or_default()
+        self.settings = settings
+        self.startup_problem = problem
+        self.dashboard = DashboardScreen()
+        self.collector = TelemetryCollector(self.emit, interval_s=telemetry_interval_s)
+        self.runner: PlanRunner | None = None
+        self.writer: ResultsWriter | None = None
+        self.cluster: dict[str, Any] | None = None
+        self.cluster_busy = False
+        self._pending: list[Event] = []
+        self._run_worker: Worker[None] | None = None
+
+    # ---- engine events -------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """The engine's sink: buffer for the next frame, and react where the app must."""
+        self._pending.append(event)
+        if isinstance(event, ProcessState):
+            self._watch_process(event)
+            if event.state == "crashed":
+                name = "nginx" if event.role == "nginx" else f"llama-server #{event.index}"
+                self.notify(f"{name} crashed: {event.detail}", severity="error", timeout=15)
+        elif isinstance(event, Notice) and event.level != "info":
+            self.notify(event.text, severity=event.level, timeout=10)
+        elif isinstance(event, RunFinished):
+            self._run_finished(event)
+
+    def _watch_process(self, event: ProcessState) -> None:
+        # The collector keys processes by (role, index); the cluster's are kept apart from a
+        # run's by an offset, and rows match samples by PID anyway.
+        index = event.index + (CLUSTER_INDEX_OFFSET if event.owner == "cluster" else 0)
+        if event.pid is None or event.state in ("stopped", "crashed"):
+            self.collector.unwatch(event.role, index)
+            return
+        host = self.settings.host if event.owner == "run" else (self.cluster or {}).get("host")
+        url = http_url(host or "127.0.0.1", event.port) if event.role == "server" else None
+        self.collector.watch(Watched(event.role, index, event.pid, url))
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = tuple(self._pending), []
+            self.dashboard.post_message(EngineEvents(batch))
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[Any]:
+        return self.dashboard
+
+    def on_mount(self) -> None:
+        self.set_interval(FRAME_S, self._flush)
+        self.run_worker(self.collector.run(), group="telemetry", exit_on_error=False)
+        self.run_worker(self._watch_cluster(), group="cluster-watch", exit_on_error=False)
+        if self.startup_problem:
+            self.notify(self.startup_problem, severity="error", timeout=15)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        run = f"next run: {self.settings.kind}"
+        with contextlib.suppress(LabError):
+            run += f" ({estimate(build_plan(self.settings))})"
+        if self.runner is not None:
+            run = f"running: {self.runner.plan.run}"
+        cluster = "cluster: off (r starts one)"
+        if self.cluster is not None:
+            ready = sum(1 for i in self.cluster["instances"] if i.get("state") == "ready")
+            cluster = (
+                f"cluster: {self.cluster['endpoint']}/v1 "
+                f"({ready}/{len(self.cluster['instances'])} ready)"
+            )
+        self.dashboard.status = f"{cluster}  |  {run}"
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.show:
+                yield SystemCommand(
+                    binding.description,
+                    f"{binding.description} ({binding.key})",
+                    lambda action=binding.action: self.run_action(action),
+                )
+
+    # ---- runs ---------------------------------------------------------------------------------
+
+    @property
+    def run_active(self) -> bool:
+        return self._run_worker is not None and self._run_worker.state in (
+            WorkerState.PENDING,
+            WorkerState.RUNNING,
+        )
+
+    def action_configure(self) -> None:
+        self.push_screen(ConfigureScreen(self.settings), callback=self._configured)
+
+    def _configured(self, settings: RunSettings | None) -> None:
+        if settings is None:
+            return
+        self.settings = settings
+        save_last(settings)
+        self._update_status()
+
+    def action_start_run(self) -> None:
+        if self.run_active:
+            self.notify("a run is already going: x cancels it", severity="warning")
+            return
+        try:
+            plan = build_plan(self.settings)
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self._run_worker = self.run_worker(
+            self._run(plan), group="run", exclusive=True, exit_on_error=False
+        )
+
+    async def _run(self, plan: Plan) -> None:
+        settings = self.settings
+        try:
+            need_nginx = any(c.layout.proxied for c in plan.cells)
+            lab = await asyncio.to_thread(lab_config, settings, need_nginx=need_nginx)
+            check_plan_ports(plan, lab)
+            facts = await asyncio.to_thread(machine_facts, lab.server_bin, lab.model)
+            config = {"run": plan.run, "cells": len(plan.cells), "settings": settings.to_mapping()}
+            config["settings"].pop("api_key", None)
+            writer = ResultsWriter(lab.results_dir, plan.run, config, facts)
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        save_last(settings)
+        self.writer = writer
+        self.runner = PlanRunner(
+            plan, lab, load_settings(settings), self.emit, new_run_dir(plan.run), writer
+        )
+        self._update_status()
+        try:
+            await self.runner.run()
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+        finally:
+            writer.close()
+            self.runner = None
+            self._update_status()
+
+    def _run_finished(self, event: RunFinished) -> None:
+        what = "cancelled" if event.cancelled else "finished"
+        self.notify(
+            f"{event.run} {what}: {event.cells_ok} cells ok, {event.cells_failed} failed; "
+            f"results: {event.results_csv}",
+            severity="warning" if event.cells_failed or event.cancelled else "information",
+            timeout=15,
+        )
+        refresh = getattr(self.screen, "refresh_results", None)
+        if refresh is not None:
+            refresh()
+
+    def action_cancel_run(self) -> None:
+        if not self.run_active:
+            self.notify("no run to cancel", severity="warning")
+            return
+        self.notify("cancelling: stopping servers; finished cells are kept")
+        self.workers.cancel_group(self, "run")
+
+    def action_restart_instance(self) -> None:
+        info = self.dashboard.query_one(InstanceTable).selected()
+        if info is None or info.state.role != "server":
+            self.notify("select a llama-server row first", severity="warning")
+            return
+        cluster = self.runner.cluster if self.runner else None
+        if info.state.owner != "run" or cluster is None:
+            self.notify("only a running test's servers restart in place", severity="warning")
+            return
+        self.run_worker(self._restart(cluster, info.state.index), exit_on_error=False)
+
+    async def _restart(self, cluster: Any, index: int) -> None:
+        try:
+            async with control_session() as session:
+                await cluster.restart_instance(index, session)
+            self.notify(f"llama-server #{index} restarted")
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+
+    def action_show_log(self) -> None:
+        if not self.dashboard.follow_selected_log():
+            self.notify("select a process row first", severity="warning")
+
+    def action_results(self) -> None:
+        from tui_lab.screens.results import ResultsScreen  # plotting loads on first use
+
+        selected = self.writer.jsonl_path if self.writer else None
+        self.push_screen(ResultsScreen(Path(self.settings.results or "results"), selected))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # ---- the standing cluster ----------------------------------------------------------------
+
+    async def _watch_cluster(self) -> None:
+        """Show a standing cluster, whoever started it, and notice when it goes away."""
+        announced = False
+        while True:
+            try:
+                state = await standing_cluster.live_status()
+            except LabError as exc:
+                self.notify(str(exc), severity="error")
+                state = None
+            if state is None and self.cluster is not None:
+                for event in standing_cluster.process_states(self.cluster):
+                    self.emit(_as_stopped(event))
+            self.cluster = state
+            if state is not None:
+                for event in standing_cluster.process_states(state):
+                    self.emit(event)
+                if not announced:
+                    self.notify(f"round-robin cluster serving at {state['endpoint']}/v1")
+                announced = True
+            else:
+                announced = False
+            self._update_status()
+            await asyncio.sleep(CLUSTER_POLL_S)
+
+    def action_toggle_cluster(self) -> None:
+        if self.cluster_busy:
+            self.notify("the cluster is starting or stopping", severity="warning")
+        elif self.cluster is not None:
+            self.cluster_busy = True
+            self.run_worker(self._stop_cluster(), group="cluster", exit_on_error=False)
+        else:
+            self.push_screen(ClusterModal(self.settings), callback=self._cluster_chosen)
+
+    def _cluster_chosen(self, settings: RunSettings | None) -> None:
+        if settings is None:
+            return
+        self.settings = self.settings.with_values(
+            instances=settings.instances,
+            parallel=settings.parallel,
+            base_port=settings.base_port,
+            nginx_port=settings.nginx_port,
+            host=settings.host,
+        )
+        save_last(self.settings)
+        self.cluster_busy = True
+        self.notify("starting the cluster…")
+        self.run_worker(self._start_cluster(settings), group="cluster", exit_on_error=False)
+
+    async def _start_cluster(self, settings: RunSettings) -> None:
+        try:
+            layout = cluster_layout(settings)
+            lab = await asyncio.to_thread(lab_config, settings, need_nginx=True)
+            state = await asyncio.to_thread(
+                standing_cluster.start_detached,
+                lab,
+                layout.instances,
+                cluster_args(settings),
+                lab.ready_timeout_s + 60,
+            )
+            self.notify(
+                f"cluster ready: point Open WebUI at {state['endpoint']}/v1", timeout=30
+            )
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=15)
+        finally:
+            self.cluster_busy = False
+
+    async def _stop_cluster(self) -> None:
+        try:
+            await asyncio.to_thread(standing_cluster.stop_running)
+            self.notify("cluster stopped")
+        finally:
+            self.cluster_busy = False
+
+    # ---- quitting ------------------------------------------------------------------------------
+
+    def action_quit_lab(self) -> None:
+        if self.cluster is not None:
+            self.push_screen(QuitModal(self.cluster["endpoint"]), callback=self._quit_choice)
+        else:
+            self.run_worker(self._stop_and_exit(stop_cluster=False), exit_on_error=False)
+
+    def _quit_choice(self, choice: QuitChoice | None) -> None:
+        if choice in ("leave", "stop"):
+            self.run_worker(self._stop_and_exit(stop_cluster=choice == "stop"), exit_on_error=False)
+
+    async def _stop_and_exit(self, *, stop_cluster: bool) -> None:
+        """Stop what this app started (the run's servers), and the cluster if asked, then exit."""
+        worker = self._run_worker
+        if worker is not None and self.run_active:
+            worker.cancel()
+            with contextlib.suppress(Exception):
+                await worker.wait()
+        if stop_cluster:
+            await asyncio.to_thread(standing_cluster.stop_running)
+        self.exit()
+
+
+def _as_stopped(event: ProcessState) -> ProcessState:
+    return ProcessState(
+        event.role, event.index, event.port, event.pid, "stopped", owner=event.owner
+    )
 
 
 def main() -> int:
-    print(
-        "llamalab-tui: the full-screen interface is not built yet; "
-        "use the headless CLI meanwhile:\n"
-        "  .venv/bin/llamalab --help",
-        file=sys.stderr,
-    )
+    try:
+        LabApp().run()
+    except LabError as exc:
+        print(f"llamalab-tui: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -1,0 +1,247 @@
+"""The configure form as a person uses it: typing, fixing, presets, the model picker, Run, Back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, OptionList, Static
+
+from tui_lab.engine.discovery import GGUF_MAGIC
+from tui_lab.engine.run_settings import RunSettings
+from tui_lab.screens.configure import ConfigureScreen
+from tui_lab.screens.model_picker import GgufTree, ModelPicker
+
+START = RunSettings(model="")  # blank model: no machine-specific path in snapshots
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "config"
+    monkeypatch.setenv("LLAMALAB_CONFIG", str(folder))
+    return folder
+
+
+class Harness(App[None]):
+    """Pushes the form and keeps what it was dismissed with."""
+
+    def __init__(self, settings: RunSettings = START) -> None:
+        super().__init__()
+        self.settings = settings
+        self.results: list[RunSettings | None] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(ConfigureScreen(self.settings), callback=self.results.append)
+
+
+def widget_text(pilot: Pilot[None], selector: str) -> str:
+    return str(pilot.app.screen.query_one(selector, Static).content)
+
+
+def run_disabled(pilot: Pilot[None]) -> bool:
+    return pilot.app.screen.query_one("#run", Button).disabled
+
+
+async def type_into(pilot: Pilot[None], field: str, text: str) -> None:
+    """Focus a field as tab would clear it (start of line, delete to the end), then type."""
+    pilot.app.screen.query_one(f"#{field}", Input).focus()
+    await pilot.pause()
+    await pilot.press("ctrl+a", "ctrl+k", *text)
+    await pilot.pause()
+
+
+async def test_every_setting_has_a_field() -> None:
+    async with Harness().run_test() as pilot:
+        screen = pilot.app.screen
+        for f in fields(RunSettings):
+            assert screen.query_one(f"#{f.name}").has_class("setting"), f.name
+
+
+async def test_a_malformed_list_is_explained_and_blocks_run_until_fixed() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        before = widget_text(pilot, "#estimate")
+        assert before == "8 cells, 4 server layouts, 72 measured requests"
+        await pilot.press("tab", "tab", *"1,,x")  # kind -> instances -> parallel
+        await pilot.pause()
+        message = "--parallel: empty item in '1,,x'; give values like 1,2,4"
+        assert widget_text(pilot, "#error-parallel") == message
+        assert pilot.app.screen.query_one("#parallel", Input).has_class("-invalid")
+        assert widget_text(pilot, "#estimate") == message
+        assert run_disabled(pilot)
+
+        await pilot.press("backspace", "backspace", *"2,4")
+        await pilot.pause()
+        assert not pilot.app.screen.query_one("#error-parallel").display
+        assert not pilot.app.screen.query_one("#parallel", Input).has_class("-invalid")
+        assert (
+            widget_text(pilot, "#estimate") == "12 cells, 6 server layouts, 108 measured requests"
+        )
+        assert not run_disabled(pilot)
+
+
+async def test_ctrl_s_on_an_invalid_form_stays_on_the_form() -> None:
+    async with Harness().run_test() as pilot:
+        await type_into(pilot, "host", "my-box")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert pilot.app.results == []
+        assert isinstance(pilot.app.screen, ConfigureScreen)
+
+
+async def test_switching_to_a_single_test_hides_the_fields_it_ignores() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        screen = pilot.app.screen
+        assert screen.query_one("#field-instances").display
+        await pilot.press("enter", "home", "enter")  # the kind menu is focused first
+        await pilot.pause()
+        assert screen.query_one("#kind").value == "test-single"
+        for hidden in ("instances", "parallel", "concurrency", "batch_size", "balance"):
+            assert not screen.query_one(f"#field-{hidden}").display, hidden
+        assert screen.query_one("#field-n_predict").display
+        assert widget_text(pilot, "#estimate") == "1 cells, 1 server layouts, 1 measured requests"
+
+
+async def test_run_dismisses_with_exactly_what_was_typed() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        await type_into(pilot, "parallel", "2,8")
+        await type_into(pilot, "n_predict", "128")
+        await type_into(pilot, "server_args", "-ngl 99")
+        pilot.app.screen.query_one("#stream").focus()
+        await pilot.press("space")
+        await pilot.click("#run")
+        await pilot.pause()
+        assert pilot.app.results == [
+            START.with_values(parallel="2,8", n_predict="128", server_args="-ngl 99", stream=True)
+        ]
+
+
+async def test_ctrl_s_runs_and_remembers_the_settings(config_dir: Path) -> None:
+    async with Harness().run_test() as pilot:
+        await type_into(pilot, "concurrency", "16")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert pilot.app.results == [START.with_values(concurrency="16")]
+        assert 'concurrency = "16"' in (config_dir / "last.toml").read_text()
+
+
+async def test_escape_goes_back_with_nothing() -> None:
+    async with Harness().run_test() as pilot:
+        await type_into(pilot, "parallel", "3")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert pilot.app.results == [None]
+
+
+async def test_a_saved_preset_is_written_and_loads_back_into_the_form(config_dir: Path) -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        screen = pilot.app.screen
+        await type_into(pilot, "parallel", "2,6")
+        await type_into(pilot, "preset-name", "six slots")
+        await pilot.click("#preset-save")
+        await pilot.pause()
+        assert '[preset."six slots"]' in (config_dir / "presets.toml").read_text()
+
+        await type_into(pilot, "parallel", "1")
+        await type_into(pilot, "preset-name", "")
+        screen.query_one("#preset-list").focus()
+        await pilot.press("enter", "down", "enter")  # open the menu, pass the prompt, pick
+        await pilot.pause()
+        assert screen.query_one("#parallel", Input).value == "2,6"
+        assert screen.query_one("#preset-name", Input).value == "six slots"
+
+
+async def test_a_corrupt_presets_file_is_reported_and_the_form_still_runs(
+    config_dir: Path,
+) -> None:
+    config_dir.mkdir()
+    path = config_dir / "presets.toml"
+    path.write_text("[preset.a]\nparallel = \n")
+    async with Harness().run_test() as pilot:
+        messages = [n.message for n in pilot.app._notifications]
+        assert f"{path}: line 2: Invalid value (column 12)" in messages
+        await type_into(pilot, "parallel", "2")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert pilot.app.results == [START.with_values(parallel="2")]
+
+
+async def until(pilot: Pilot[None], check: Callable[[], bool]) -> None:
+    """Wait for a worker's result to show; DirectoryTree's loader never finishes, so poll."""
+    for _ in range(100):
+        if check():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("not shown in time")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder with one model in ~/models, one beside other files, and no default model."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    for model in (home / "models" / "tiny.gguf", home / "loose.gguf"):
+        model.write_bytes(GGUF_MAGIC + b"\0" * 8)
+    for other in ("notes.txt", "weights.bin"):
+        (home / other).write_text("not a model")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+async def open_picker(pilot: Pilot[None]) -> ModelPicker:
+    pilot.app.screen.query_one("#browse").focus()
+    await pilot.press("enter")
+    picker = pilot.app.screen
+    assert isinstance(picker, ModelPicker)
+    return picker
+
+
+async def test_the_model_picker_fills_the_model_field(home: Path) -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        screen = pilot.app.screen
+        await type_into(pilot, "model", "/no/such.gguf")
+        assert widget_text(pilot, "#error-model") == "model not found: /no/such.gguf"
+        assert run_disabled(pilot)
+
+        picker = await open_picker(pilot)
+        found = picker.query_one("#found", OptionList)
+        await until(pilot, lambda: found.get_option_at_index(0).id is not None)
+        # ~ itself is for browsing: only the usual folders are searched
+        assert found.option_count == 1
+        await pilot.press("enter")
+        await pilot.pause()
+        assert pilot.app.screen is screen
+        assert screen.query_one("#model", Input).value == str(home / "models" / "tiny.gguf")
+        assert not screen.query_one("#error-model").display
+        assert not run_disabled(pilot)
+
+
+async def test_the_browse_tree_shows_only_folders_and_gguf_files(home: Path) -> None:
+    async with Harness().run_test() as pilot:
+        tree = (await open_picker(pilot)).query_one(GgufTree)
+        await until(pilot, lambda: bool(tree.root.children))
+        assert {str(node.label) for node in tree.root.children} == {"models", "loose.gguf"}
+
+
+async def test_escape_leaves_the_model_picker_without_a_choice(home: Path) -> None:
+    async with Harness().run_test() as pilot:
+        await open_picker(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, ConfigureScreen)
+        assert pilot.app.screen.query_one("#model", Input).value == ""
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot_configure_form(snap_compare: object, size: tuple[int, int]) -> None:
+    assert snap_compare(Harness(), terminal_size=size)  # type: ignore[operator]
+
+
+def test_snapshot_configure_form_with_an_error_at_80x24(snap_compare: object) -> None:
+    keys = ["tab", "tab", "1", ",", ",", "x"]
+    assert snap_compare(Harness(), press=keys, terminal_size=(80, 24))  # type: ignore[operator]

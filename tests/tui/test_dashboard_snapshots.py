@@ -1,0 +1,59 @@
+"""What the dashboard looks like at 80x24 and 120x40: empty, and with a run's rows filled in.
+
+The telemetry collector is kept out (CPU figures differ per run); the rows are fed hand-made
+engine events, exactly as the app's adapter would post them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tui.test_widgets import sample
+from tui_lab.app import LabApp
+from tui_lab.engine.events import ProcessState
+from tui_lab.engine.run_settings import RunSettings
+from tui_lab.messages import EngineEvents
+from tui_lab.widgets.throughput_plot import ThroughputPlot
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
+
+
+def quiet_app() -> LabApp:
+    app = LabApp(RunSettings(model=""), telemetry_interval_s=3600)
+
+    async def no_telemetry() -> None:
+        return None
+
+    app.collector.run = no_telemetry  # type: ignore[method-assign]
+    return app
+
+
+def feed(app: LabApp) -> None:
+    t0 = app.dashboard.query_one(ThroughputPlot).t0
+    events = [
+        ProcessState("server", 0, 8100, 4242, "ready"),
+        ProcessState("server", 1, 8101, 4243, "loading"),
+        ProcessState("nginx", 0, 8000, 4250, "ready"),
+        sample(0, 4242, time=t0 + 1.0),
+    ]
+    app.dashboard.post_message(EngineEvents(tuple(events)))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot_dashboard_empty(snap_compare: object, size: tuple[int, int]) -> None:
+    assert snap_compare(quiet_app(), terminal_size=size)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot_dashboard_with_instances(snap_compare: object, size: tuple[int, int]) -> None:
+    async def run_before(pilot: object) -> None:
+        await pilot.pause()  # type: ignore[attr-defined]
+        feed(pilot.app)  # type: ignore[attr-defined]
+        await pilot.pause(0.3)  # type: ignore[attr-defined]
+
+    assert snap_compare(quiet_app(), terminal_size=size, run_before=run_before)  # type: ignore[operator]

@@ -1,0 +1,128 @@
+"""The dashboard's widgets fed hand-made engine events: what a person sees for each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+
+from tui_lab.engine.events import CellStarted, ProcessState
+from tui_lab.engine.telemetry import InstanceTelemetry
+from tui_lab.widgets.instance_table import InstanceTable, human_bytes
+from tui_lab.widgets.log_pane import LogPane
+from tui_lab.widgets.throughput_plot import ThroughputPlot
+
+
+def sample(index: int, pid: int, **changes: object) -> InstanceTelemetry:
+    values: dict[str, object] = {
+        "role": "server",
+        "index": index,
+        "pid": pid,
+        "time": time.monotonic(),
+        "alive": True,
+        "cpu_percent": 150.0,
+        "rss_bytes": 300 * 1024 * 1024,
+        "threads": 12,
+        "gpu_memory_bytes": None,
+        "gpu_reason": "no NVIDIA GPU: NVML library not found",
+        "slots_busy": 2,
+        "slots_total": 4,
+        "requests_processing": 2,
+        "requests_deferred": 0,
+        "tokens_predicted_total": 1234,
+        "tokens_per_s": 87.5,
+        "answering": True,
+    }
+    values.update(changes)
+    return InstanceTelemetry(**values)  # type: ignore[arg-type]
+
+
+class Harness(App[None]):
+    def compose(self) -> ComposeResult:
+        yield InstanceTable()
+        yield ThroughputPlot()
+        yield LogPane()
+
+
+def cell(table: InstanceTable, key: str, column: str) -> str:
+    return str(table.get_cell(key, column))
+
+
+async def test_instance_rows_follow_state_and_telemetry_by_pid() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 0, 8100, 42, "starting"))
+        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready"))
+        assert table.row_count == 2 and cell(table, "run-server-0", "state") == "starting"
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
+        table.apply_telemetry(sample(0, 42))
+        assert cell(table, "run-server-0", "state") == "busy"
+        assert cell(table, "run-server-0", "slots") == "2/4"
+        assert cell(table, "run-server-0", "tps") == "87.5"
+        assert cell(table, "run-server-0", "rss") == "300.0M"
+        assert cell(table, "run-server-0", "gpu") == "-"  # no GPU figure: not a made-up zero
+        assert table.gpu_reasons() == {"no NVIDIA GPU: NVML library not found"}
+        table.apply_telemetry(sample(0, 999, tokens_per_s=1.0))  # a stale process's sample
+        assert cell(table, "run-server-0", "tps") == "87.5"
+
+
+async def test_a_server_that_stops_answering_is_marked_not_left_with_old_figures() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 1, 8101, 7, "ready"))
+        table.apply_telemetry(sample(1, 7))
+        quiet = sample(
+            1,
+            7,
+            answering=False,
+            slots_busy=None,
+            slots_total=None,
+            tokens_predicted_total=None,
+            tokens_per_s=None,
+        )
+        table.apply_telemetry(quiet)
+        assert cell(table, "run-server-1", "state") == "not answering"
+        assert (
+            cell(table, "run-server-1", "tps") == "-"
+            and cell(table, "run-server-1", "slots") == "-"
+        )
+
+
+async def test_a_crash_shows_its_exit_status_and_clears_figures() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
+        table.apply_telemetry(sample(0, 42))
+        table.apply_state(ProcessState("server", 0, 8100, 42, "crashed", exit_code=-9))
+        assert cell(table, "run-server-0", "state") == "crashed (-9)"
+        assert cell(table, "run-server-0", "tps") == "-"
+
+
+async def test_log_pane_tails_a_growing_file(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("first line\n")
+    async with Harness().run_test() as pilot:
+        pane = pilot.app.query_one(LogPane)
+        pane.follow(log)
+        assert pane.lines[-1] == "first line"
+        with log.open("a") as fh:
+            fh.write("second line\npartial")
+        await pilot.pause(0.8)
+        assert pane.lines[-1] == "second line"
+
+
+async def test_plot_history_stays_bounded() -> None:
+    async with Harness().run_test() as pilot:
+        plot = pilot.app.query_one(ThroughputPlot)
+        for i in range(2000):
+            plot.apply_telemetry(sample(0, 42, time=plot.t0 + i, tokens_per_s=float(i)))
+        plot.apply_cell(CellStarted(1, 2, {}))
+        assert len(plot.total) == 600 and len(plot.per_instance[0]) == 600
+        await pilot.pause(0.6)
+
+
+def test_bytes_are_shown_in_human_units() -> None:
+    assert human_bytes(None) == "-"
+    assert human_bytes(512) == "512B"
+    assert human_bytes(3 * 1024**3) == "3.0G"

@@ -1,0 +1,76 @@
+"""Pick a model file without typing its path: the usual folders' GGUF files, or browse.
+
+Over SSH there is no file dialog, and a model path is long and easy to mistype.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DirectoryTree, Label, OptionList
+from textual.widgets.option_list import Option
+
+from tui_lab.engine.presets import find_model_candidates
+
+
+class GgufTree(DirectoryTree):
+    """Folders and model files only: a home folder's other files would bury the models."""
+
+    def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        return [p for p in paths if p.suffix.lower() == ".gguf" or p.is_dir()]
+
+
+class ModelPicker(ModalScreen[Path | None]):
+    DEFAULT_CSS = """
+    ModelPicker { align: center middle; }
+    ModelPicker > Vertical { width: 90%; height: 90%; border: thick $accent; padding: 0 1; }
+    ModelPicker #found { height: auto; max-height: 8; margin-bottom: 1; }
+    ModelPicker GgufTree { height: 1fr; }
+    """
+    BINDINGS = [("escape", "dismiss_none", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("[b]Choose a model[/b]: found in the usual folders, or browse from ~")
+            yield OptionList(Option("searching…", disabled=True), id="found")
+            yield GgufTree(Path.home())
+
+    def on_mount(self) -> None:
+        self.run_worker(self._find(), exit_on_error=False)
+
+    async def _find(self) -> None:
+        """The walk touches the disk, maybe a slow one: keep it off the event loop."""
+        paths = await asyncio.to_thread(find_model_candidates)
+        found = self.query_one("#found", OptionList)
+        found.clear_options()
+        if paths:
+            found.add_options(Option(_short(p), id=str(p)) for p in paths)
+            found.highlighted = 0
+        else:
+            found.add_option(Option("no .gguf file in the usual folders", disabled=True))
+
+    @on(OptionList.OptionSelected, "#found")
+    def _found(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.dismiss(Path(event.option.id))
+
+    @on(DirectoryTree.FileSelected)
+    def _browsed(self, event: DirectoryTree.FileSelected) -> None:
+        self.dismiss(event.path)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+def _short(path: Path) -> str:
+    """`~/models/x.gguf` reads better than the full home path on an 80-column screen."""
+    try:
+        return f"~/{path.relative_to(Path.home())}"
+    except ValueError:
+        return str(path)

@@ -1,0 +1,146 @@
+"""Every cell of a sweep, the best one marked, and tok/s against concurrency."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from tui_lab.engine.results import ResultsFileError, read_rows
+
+COLUMNS = (
+    "cell",
+    "instances",
+    "parallel",
+    "concurrency",
+    "n_predict",
+    "output_tok_per_s",
+    "requests_per_s",
+    "e2el_ms_p99",
+    "requests_failed",
+    "error",
+)
+FIELD = "output_tok_per_s"
+
+
+def best_row(rows: list[dict[str, object]]) -> dict[str, object] | None:
+    """The fastest cell that had no error: a failed cell is never the answer."""
+    good = [r for r in rows if not r.get("error") and isinstance(r.get(FIELD), int | float)]
+    return max(good, key=lambda r: float(r[FIELD]), default=None)  # type: ignore[arg-type]
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+class ResultsScreen(Screen[None]):
+    BINDINGS = [("escape", "app.pop_screen", "Back"), ("o", "sort", "Sort by column")]
+    DEFAULT_CSS = """
+    ResultsScreen #results-summary { height: auto; padding: 0 1; }
+    ResultsScreen #results-files { height: 5; }
+    ResultsScreen #results-plot { height: 1fr; }
+    """
+
+    def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
+        super().__init__()
+        self.results_dir = results_dir
+        self.files = sorted(
+            results_dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        self.current = selected if selected is not None else (self.files[0] if self.files else None)
+        self.rows: list[dict[str, object]] = []
+        self._sort_reverse = True
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="results-summary")
+        with TabbedContent():
+            with TabPane("Cells", id="tab-cells"):
+                yield DataTable(id="results-table", zebra_stripes=True, cursor_type="cell")
+            with TabPane("tok/s vs concurrency", id="tab-plot"):
+                yield PlotextPlot(id="results-plot")
+            with TabPane("Files", id="tab-files"):
+                yield OptionList(*(p.name for p in self.files), id="results-files")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+        self.refresh_results()
+
+    def refresh_results(self) -> None:
+        """Reload the file (a running sweep appends a row per cell)."""
+        summary = self.query_one("#results-summary", Label)
+        if self.current is None:
+            summary.update(f"No results yet in {self.results_dir}")
+            return
+        try:
+            self.rows = read_rows(self.current)
+        except ResultsFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            self.rows = []
+        best = best_row(self.rows)
+        csv = self.current.with_suffix(".csv")
+        text = f"{self.current.name} ({len(self.rows)} cells; also {csv.name})"
+        if best is not None:
+            text += (
+                f"\nBest: {best['instances']} instances × {best['parallel']} parallel × "
+                f"concurrency {best['concurrency']} → {float(best[FIELD]):.1f} tok/s "  # type: ignore[arg-type]
+                f"(p99 e2el {_cell_text(best.get('e2el_ms_p99'))} ms)"
+            )
+        summary.update(text)
+        self._fill_table(best)
+        self._plot()
+
+    def _fill_table(self, best: dict[str, object] | None) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in self.rows:
+            style = "bold green" if row is best else ""
+            cells = [Text(_cell_text(row.get(c)), style=style) for c in COLUMNS]
+            table.add_row(*cells, key=str(row.get("cell")))
+
+    def _plot(self) -> None:
+        series: dict[tuple[object, object], list[tuple[float, float]]] = defaultdict(list)
+        for row in self.rows:
+            value, conc = row.get(FIELD), row.get("concurrency")
+            if not row.get("error") and isinstance(value, int | float) and isinstance(conc, int):
+                series[(row.get("instances"), row.get("parallel"))].append((conc, float(value)))
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("tok/s by concurrency, one line per instances × parallel")
+        for (instances, parallel), points in sorted(series.items(), key=str):
+            xs, ys = zip(*sorted(points), strict=True)
+            plt.plot(xs, ys, label=f"{instances}×{parallel}", marker="braille")
+        plot.refresh()
+
+    def action_sort(self) -> None:
+        """Sort by the column under the cursor; pressing again reverses the order."""
+        table = self.query_one(DataTable)
+        column = COLUMNS[table.cursor_column]
+
+        def key(text: Text) -> tuple[int, float | str]:
+            raw = text.plain
+            try:
+                return (0, float(raw))
+            except ValueError:
+                return (1, raw)
+
+        table.sort(column, key=key, reverse=self._sort_reverse)
+        self._sort_reverse = not self._sort_reverse
+
+    @on(OptionList.OptionSelected, "#results-files")
+    def _choose_file(self, event: OptionList.OptionSelected) -> None:
+        self.current = self.files[event.option_index]
+        self.refresh_results()
+        self.query_one(TabbedContent).active = "tab-cells"

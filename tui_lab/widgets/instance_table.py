@@ -1,0 +1,166 @@
+"""One row per llama-server and one for nginx: state, slots, tokens, CPU, memory, GPU memory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui_lab.engine.events import ProcessState
+from tui_lab.engine.telemetry import InstanceTelemetry
+
+COLUMNS = (
+    ("proc", "Process"),
+    ("port", "Port"),
+    ("pid", "PID"),
+    ("state", "State"),
+    ("slots", "Slots"),
+    ("tokens", "Tokens"),
+    ("tps", "tok/s"),
+    ("cpu", "CPU%"),
+    ("rss", "RSS"),
+    ("gpu", "GPU mem"),
+    ("up", "Up"),
+)
+STATE_STYLE = {
+    "starting": "yellow",
+    "loading": "yellow",
+    "ready": "green",
+    "busy": "bold green",
+    "crashed": "bold red",
+    "stopped": "dim",
+    "not answering": "red",
+}
+FIGURES = ("slots", "tokens", "tps", "cpu", "rss", "gpu")
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024:
+            return f"{size:.0f}{unit}" if unit in ("B", "K") else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}T"
+
+
+def uptime(since: float | None) -> str:
+    if since is None:
+        return "-"
+    seconds = int(time.monotonic() - since)
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def row_key(owner: str, role: str, index: int) -> str:
+    return f"{owner}-{role}-{index}"
+
+
+@dataclass
+class RowInfo:
+    """What the table remembers of a row to act on it: its process, log and start time."""
+
+    state: ProcessState
+    started: float | None = None
+    gpu_reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return row_key(self.state.owner, self.state.role, self.state.index)
+
+
+class InstanceTable(DataTable[str | Text]):
+    """Cells are updated in place by row key; rows are never cleared and re-added per tick."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        self.rows_info: dict[str, RowInfo] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+        self.set_interval(1.0, self._tick_uptime)
+
+    def apply_state(self, event: ProcessState) -> None:
+        key = row_key(event.owner, event.role, event.index)
+        info = self.rows_info.get(key)
+        if info is None:
+            info = RowInfo(event)
+            self.rows_info[key] = info
+            name = "nginx" if event.role == "nginx" else f"server {event.index}"
+            if event.owner == "cluster":
+                name = f"cluster {name}"
+            self.add_row(name, *["-"] * (len(COLUMNS) - 1), key=key)
+        if event.state == "starting" or (info.started is None and event.state == "ready"):
+            info.started = time.monotonic()
+        info.state = event
+        label = event.state
+        if event.state == "crashed" and event.exit_code is not None:
+            label = f"crashed ({event.exit_code})"
+        self.update_cell(key, "port", str(event.port))
+        self.update_cell(key, "pid", str(event.pid or "-"))
+        self.update_cell(key, "state", Text(label, style=STATE_STYLE.get(event.state, "")))
+        self.update_cell(key, "up", uptime(info.started))
+        if event.state in ("stopped", "crashed"):
+            info.started = None
+            for column in (*FIGURES, "up"):
+                self.update_cell(key, column, "-")
+
+    def apply_telemetry(self, sample: InstanceTelemetry) -> None:
+        """A sample belongs to the row whose process has its PID; stale samples are dropped."""
+        wanted = (sample.role, sample.index, sample.pid)
+        info = next(
+            (
+                i
+                for i in self.rows_info.values()
+                if (i.state.role, i.state.index, i.state.pid) == wanted
+            ),
+            None,
+        )
+        if info is None or info.state.state in ("stopped", "crashed"):
+            return
+        key = info.key
+        if sample.role == "server" and sample.alive and not sample.answering:
+            status = "not answering"
+        else:
+            status = "busy" if sample.slots_busy else info.state.state
+        self.update_cell(key, "state", Text(status, style=STATE_STYLE.get(status, "")))
+        slots = "-"
+        if sample.slots_total is not None:
+            slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
+        tokens, tps, cpu = sample.tokens_predicted_total, sample.tokens_per_s, sample.cpu_percent
+        self.update_cell(key, "slots", slots)
+        self.update_cell(key, "tokens", "-" if tokens is None else str(tokens))
+        self.update_cell(key, "tps", "-" if tps is None else f"{tps:.1f}")
+        self.update_cell(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
+        self.update_cell(key, "rss", human_bytes(sample.rss_bytes))
+        self.update_cell(key, "gpu", human_bytes(sample.gpu_memory_bytes))
+        info.gpu_reason = sample.gpu_reason
+
+    def _tick_uptime(self) -> None:
+        for key, info in self.rows_info.items():
+            self.update_cell(key, "up", uptime(info.started))
+
+    def selected(self) -> RowInfo | None:
+        if not self.rows_info or not 0 <= self.cursor_row < self.row_count:
+            return None
+        key = self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+        return self.rows_info.get(str(key))
+
+    def forget(self, owner: str) -> None:
+        """Drop a finished run's (or a stopped cluster's) rows."""
+        for key in [k for k, info in self.rows_info.items() if info.state.owner == owner]:
+            self.remove_row(key)
+            del self.rows_info[key]
+
+    def gpu_reasons(self) -> set[str]:
+        return {i.gpu_reason for i in self.rows_info.values() if i.gpu_reason}
+
+    def log_of_selected(self) -> Path | None:
+        info = self.selected()
+        return info.state.log_path if info else None
