@@ -329,9 +329,7 @@ class LabApp(App[None]):
                 cluster_args(settings),
                 lab.ready_timeout_s + 60,
             )
-            self.notify(
-                f"cluster ready: point Open WebUI at {state['endpoint']}/v1", timeout=30
-            )
+            self.notify(f"cluster ready: point Open WebUI at {state['endpoint']}/v1", timeout=30)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=15)
         finally:

@@ -46,7 +46,10 @@ def feed(app: LabApp) -> None:
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 def test_snapshot_dashboard_empty(snap_compare: object, size: tuple[int, int]) -> None:
-    assert snap_compare(quiet_app(), terminal_size=size)  # type: ignore[operator]
+    async def settle(pilot: object) -> None:
+        await pilot.pause(0.3)  # type: ignore[attr-defined]
+
+    assert snap_compare(quiet_app(), terminal_size=size, run_before=settle)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])

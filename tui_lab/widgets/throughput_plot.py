@@ -27,6 +27,7 @@ class ThroughputPlot(PlotextPlot):
         self._dirty = True
 
     def on_mount(self) -> None:
+        self._redraw()
         self.set_interval(REDRAW_S, self._redraw)
 
     def reset(self) -> None:
