@@ -235,5 +235,8 @@ async def test_v_shows_results_with_the_best_cell_and_sorts(tmp_path: Path) -> N
         table.move_cursor(column=5)
         await pilot.press("o")
         assert str(table.get_row_at(0)[5]) == "99.0"
+        grid = app.screen.query_one("#results-grid", DataTable)
+        assert grid.row_count == 2  # instances 1 and 2; the failed 2x4 cell at c=8 is left out
+        assert [str(c) for c in grid.get_row_at(1)] == ["2", "-", "61.2"]
         await pilot.press("escape")
         await pilot.press("q")

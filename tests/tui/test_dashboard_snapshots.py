@@ -23,8 +23,11 @@ def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
 
 
+DATA = Path(__file__).resolve().parent.parent / "data" / "results"
+
+
 def quiet_app() -> LabApp:
-    app = LabApp(RunSettings(model=""), telemetry_interval_s=3600)
+    app = LabApp(RunSettings(model="", results=str(DATA)), telemetry_interval_s=3600)
 
     async def no_telemetry() -> None:
         return None
@@ -60,3 +63,14 @@ def test_snapshot_dashboard_with_instances(snap_compare: object, size: tuple[int
         await pilot.pause(0.3)  # type: ignore[attr-defined]
 
     assert snap_compare(quiet_app(), terminal_size=size, run_before=run_before)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@pytest.mark.parametrize("keys", [["v"], ["v", "right", "right"], ["question_mark"], ["r"]])
+def test_snapshot_screens(snap_compare: object, size: tuple[int, int], keys: list[str]) -> None:
+    """Results (cells, instances x parallel), help and the cluster modal, from the dashboard."""
+
+    async def settle(pilot: object) -> None:
+        await pilot.pause(0.5)  # type: ignore[attr-defined]
+
+    assert snap_compare(quiet_app(), press=keys, terminal_size=size, run_before=settle)  # type: ignore[operator]

@@ -66,6 +66,9 @@ class ResultsScreen(Screen[None]):
                 yield DataTable(id="results-table", zebra_stripes=True, cursor_type="cell")
             with TabPane("tok/s vs concurrency", id="tab-plot"):
                 yield PlotextPlot(id="results-plot")
+            with TabPane("instances × parallel", id="tab-grid"):
+                yield Label("", id="grid-caption")
+                yield DataTable(id="results-grid", cursor_type="none")
             with TabPane("Files", id="tab-files"):
                 yield OptionList(*(p.name for p in self.files), id="results-files")
         yield Footer()
@@ -99,6 +102,7 @@ class ResultsScreen(Screen[None]):
         summary.update(text)
         self._fill_table(best)
         self._plot()
+        self._grid(best)
 
     def _fill_table(self, best: dict[str, object] | None) -> None:
         table = self.query_one(DataTable)
@@ -123,6 +127,36 @@ class ResultsScreen(Screen[None]):
             xs, ys = zip(*sorted(points), strict=True)
             plt.plot(xs, ys, label=f"{instances}×{parallel}", marker="braille")
         plot.refresh()
+
+    def _grid(self, best: dict[str, object] | None) -> None:
+        """tok/s of each (instances, parallel) at the best cell's concurrency, best in green."""
+        grid = self.query_one("#results-grid", DataTable)
+        grid.clear(columns=True)
+        caption = self.query_one("#grid-caption", Label)
+        if best is None:
+            caption.update("no successful cell yet")
+            return
+        conc = best["concurrency"]
+        values = {
+            (r["instances"], r["parallel"]): float(r[FIELD])  # type: ignore[arg-type]
+            for r in self.rows
+            if r.get("concurrency") == conc and not r.get("error") and r.get(FIELD) is not None
+        }
+        instances = sorted({k[0] for k in values}, key=str)
+        parallels = sorted({k[1] for k in values}, key=str)
+        caption.update(f"tok/s at concurrency {conc}: instances (rows) × parallel (columns)")
+        grid.add_column("instances \\ parallel", key="n")
+        for p in parallels:
+            grid.add_column(str(p), key=str(p))
+        for n in instances:
+            cells = []
+            for p in parallels:
+                v = values.get((n, p))
+                top = (n, p) == (best["instances"], best["parallel"])
+                cells.append(
+                    Text("-" if v is None else f"{v:.1f}", style="bold green" if top else "")
+                )
+            grid.add_row(str(n), *cells)
 
     def action_sort(self) -> None:
         """Sort by the column under the cursor; pressing again reverses the order."""
