@@ -81,6 +81,10 @@ class InstanceTable(DataTable[str | Text]):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
         self.rows_info: dict[str, RowInfo] = {}
 
+    def _set(self, key: str, column: str, value: str | Text) -> None:
+        """Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate."""
+        self.update_cell(key, column, value, update_width=True)
+
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
@@ -102,14 +106,14 @@ class InstanceTable(DataTable[str | Text]):
         label = event.state
         if event.state == "crashed" and event.exit_code is not None:
             label = f"crashed ({event.exit_code})"
-        self.update_cell(key, "port", str(event.port))
-        self.update_cell(key, "pid", str(event.pid or "-"))
-        self.update_cell(key, "state", Text(label, style=STATE_STYLE.get(event.state, "")))
-        self.update_cell(key, "up", uptime(info.started))
+        self._set(key, "port", str(event.port))
+        self._set(key, "pid", str(event.pid or "-"))
+        self._set(key, "state", Text(label, style=STATE_STYLE.get(event.state, "")))
+        self._set(key, "up", uptime(info.started))
         if event.state in ("stopped", "crashed"):
             info.started = None
             for column in (*FIGURES, "up"):
-                self.update_cell(key, column, "-")
+                self._set(key, column, "-")
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
         """A sample belongs to the row whose process has its PID; stale samples are dropped."""
@@ -129,22 +133,22 @@ class InstanceTable(DataTable[str | Text]):
             status = "not answering"
         else:
             status = "busy" if sample.slots_busy else info.state.state
-        self.update_cell(key, "state", Text(status, style=STATE_STYLE.get(status, "")))
+        self._set(key, "state", Text(status, style=STATE_STYLE.get(status, "")))
         slots = "-"
         if sample.slots_total is not None:
             slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
         tokens, tps, cpu = sample.tokens_predicted_total, sample.tokens_per_s, sample.cpu_percent
-        self.update_cell(key, "slots", slots)
-        self.update_cell(key, "tokens", "-" if tokens is None else str(tokens))
-        self.update_cell(key, "tps", "-" if tps is None else f"{tps:.1f}")
-        self.update_cell(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
-        self.update_cell(key, "rss", human_bytes(sample.rss_bytes))
-        self.update_cell(key, "gpu", human_bytes(sample.gpu_memory_bytes))
+        self._set(key, "slots", slots)
+        self._set(key, "tokens", "-" if tokens is None else str(tokens))
+        self._set(key, "tps", "-" if tps is None else f"{tps:.1f}")
+        self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
+        self._set(key, "rss", human_bytes(sample.rss_bytes))
+        self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
         info.gpu_reason = sample.gpu_reason
 
     def _tick_uptime(self) -> None:
         for key, info in self.rows_info.items():
-            self.update_cell(key, "up", uptime(info.started))
+            self._set(key, "up", uptime(info.started))
 
     def selected(self) -> RowInfo | None:
         if not self.rows_info or not 0 <= self.cursor_row < self.row_count:
