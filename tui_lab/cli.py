@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -17,19 +18,26 @@ from typing import Any, NoReturn, TypeVar
 
 from tui_lab import __version__
 from tui_lab.cli_progress import ProgressPrinter
-from tui_lab.engine import standing_cluster
+from tui_lab.engine import detached, event_loop, preflight, resume, standing_cluster
+from tui_lab.engine.adaptive import AdaptiveRunner, runner_class
 from tui_lab.engine.config import (
     DEFAULT_BASE_PORT,
     DEFAULT_HOST,
     DEFAULT_NGINX_PORT,
     LabConfig,
+    exposure_warning,
     require_at_least,
 )
 from tui_lab.engine.discovery import find_model, find_nginx, find_server
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.event_log import EventLog
+from tui_lab.engine.events import Event
+from tui_lab.engine.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.load import LoadSpec, run_load
 from tui_lab.engine.machine import machine_facts
+from tui_lab.engine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.results import ResultsWriter, format_table, read_rows, top_cells
+from tui_lab.engine.resume import recorded_config
 from tui_lab.engine.run_folder import new_run_dir
 from tui_lab.engine.run_settings import (
     RunSettings,
@@ -37,16 +45,18 @@ from tui_lab.engine.run_settings import (
     check_api_key,
     cluster_args,
     cluster_layout,
+    defaults_for,
     lab_config,
     load_settings,
     one_value,
     single_balance,
 )
 from tui_lab.engine.runs import Plan
-from tui_lab.engine.stats import summarize_load
-from tui_lab.engine.sweep import PlanRunner, check_plan_ports
+from tui_lab.engine.stats import RunSummary, summarize_load
+from tui_lab.engine.sweep import check_plan_ports
 
 T = TypeVar("T")
+SWEEP_CONTROLS = ("resume", "attach", "stop")
 
 SUMMARY_COLUMNS = (
     "cell",
@@ -83,7 +93,7 @@ def run_until_signal(coro: Coroutine[Any, Any, T]) -> T:
         except asyncio.CancelledError:
             raise Stopped from None
 
-    return asyncio.run(main())
+    return event_loop.run(main())
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -148,6 +158,17 @@ def _add_results_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failed cell")
 
 
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adaptive search (sweep adaptive: same lists as sweep full)")
+    g.add_argument(
+        "--plateau",
+        help="stop raising a layout's concurrency once a step gains under this %% (default 3)",
+    )
+    g.add_argument("--finalists", help="best probes confirmed with full cells (default 3)")
+    g.add_argument("--max-p99-ms", help="goodput: best tok/s with p99 latency under this")
+    g.add_argument("--max-ttft-ms", help="goodput: best tok/s with p99 TTFT under this (--stream)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llamalab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llamalab {__version__}")
@@ -155,19 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="one measurement: single, concurrent or round-robin")
     test.add_argument("run", choices=("single", "concurrent", "round-robin"))
-    test.add_argument("--instances", default="2", help="servers behind nginx (round-robin)")
-    test.add_argument("--parallel", default="4", help="slots per server")
-    test.add_argument("--concurrency", default="8", help="clients in flight")
+    test.add_argument("--instances", help="servers behind nginx (round-robin; default 2)")
+    test.add_argument("--parallel", help="slots per server (default 4)")
+    test.add_argument("--concurrency", help="clients in flight (default 8)")
     test.add_argument("--balance", default="round_robin", help="round_robin or least_conn")
     _add_server_options(test)
     _add_load_options(test)
     _add_results_options(test)
 
-    sweep = sub.add_parser("sweep", help="a grid of measurements: threads, round-robin or full")
-    sweep.add_argument("run", choices=("threads", "round-robin", "full"))
-    sweep.add_argument("--instances", default="1,2", help="list (full); one value (round-robin)")
-    sweep.add_argument("--parallel", default="1,4", help="list (full); one value otherwise")
-    sweep.add_argument("--concurrency", default="1,8", help="list; one value for threads")
+    sweep = sub.add_parser(
+        "sweep", help="a grid of measurements: threads, round-robin, full; or the adaptive search"
+    )
+    sweep.add_argument(
+        "run",
+        choices=("threads", "round-robin", "full", "adaptive", *SWEEP_CONTROLS),
+        help="the sweep to run; or resume FILE, attach to or stop a detached sweep",
+    )
+    sweep.add_argument("file", nargs="?", help="resume: the interrupted sweep's .jsonl or .csv")
+    sweep.add_argument(
+        "--instances", help="list (full; default 1,2); one value (round-robin; default 2)"
+    )
+    sweep.add_argument("--parallel", help="list (full; default 1,4); one value otherwise (4)")
+    sweep.add_argument("--concurrency", help="list (default 1,8); one value for threads (8)")
     sweep.add_argument("--batch-size", default="default", help="list (full): 512,2048,default")
     sweep.add_argument("--ubatch-size", default="default", help="list (full)")
     sweep.add_argument(
@@ -176,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(sweep, threads_help="; a list in the threads sweep")
     _add_load_options(sweep, n_predict_help="; a list in the round-robin sweep")
     _add_results_options(sweep)
+    _add_search_options(sweep)
+    sweep.add_argument(
+        "--detach", action="store_true", help="run on without this terminal (see attach, stop)"
+    )
+    sweep.add_argument(
+        "--retry-failed", action="store_true", help="resume: run the failed cells again too"
+    )
+    sweep.add_argument("--detached-run-dir", help=argparse.SUPPRESS)
 
     cluster = sub.add_parser("cluster", help="a standing cluster for outside clients")
     csub = cluster.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
@@ -189,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--instances", default="2")
         c.add_argument("--parallel", default="4")
         c.add_argument("--balance", default="round_robin")
+        if name == "start":
+            c.add_argument(
+                "--no-preflight",
+                action="store_true",
+                help="start even when the memory pre-flight says it does not fit",
+            )
         _add_server_options(c)
     status = csub.add_parser("status", help="endpoint, nginx and each instance")
     status.add_argument("--json", action="store_true")
@@ -207,7 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--order", choices=("asc", "desc"), default="desc")
     analyze.add_argument("--count", type=int, default=10)
 
+    pre = sub.add_parser("preflight", help="will N servers of this model fit in free memory?")
+    pre.add_argument("--model", default="", help="GGUF model file (default: bundled Gemma 3 270M)")
+    pre.add_argument("--instances", default="1")
+    pre.add_argument("--parallel", default="1", help="slots per server")
+    pre.add_argument(
+        "--ctx-size", default="", help="context of one server (default: parallel x per-slot need)"
+    )
+    pre.add_argument("--n-predict", default="64", help="tokens per request, sizes each slot")
+    pre.add_argument("--server-args", default="", help='llama-server arguments, e.g. "-ctk q8_0"')
+
     sub.add_parser("doctor", help="show which llama-server, nginx and model would be used")
+    cleanup = sub.add_parser("cleanup", help="stop servers an earlier lab left running")
+    cleanup.add_argument("--dry-run", action="store_true", help="list them, stop nothing")
     return parser
 
 
@@ -215,51 +271,157 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The flags this command has, as the user typed them, onto the shared settings."""
     kind = f"{args.command}-{args.run}" if args.command in ("test", "sweep") else "test-round-robin"
     given = {
-        f.name: getattr(args, f.name)
+        f.name: value
         for f in dataclasses.fields(RunSettings)
-        if f.name != "kind" and hasattr(args, f.name)
+        if f.name != "kind" and (value := getattr(args, f.name, None)) is not None
     }
-    return RunSettings(kind=kind, **given)
+    return defaults_for(kind).with_values(**given)
 
 
-def _plan_config(settings: RunSettings, plan: Plan, lab: LabConfig) -> dict[str, Any]:
-    recorded = settings.to_mapping()
-    recorded.pop("api_key")
-    return {
-        "run": plan.run,
-        "argv": sys.argv[1:],
-        "cells": len(plan.cells),
-        "requests": plan.requests,
-        "server_bin": str(lab.server_bin),
-        "model": str(lab.model),
-        "nginx_bin": str(lab.nginx_bin) if lab.nginx_bin else None,
-        "settings": recorded,
-    }
+def warn_if_exposed(lab: LabConfig) -> None:
+    warning = exposure_warning(lab.host, lab.api_key)
+    if warning:
+        print(f"llamalab: warning: {warning}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.command == "sweep" and (args.run in SWEEP_CONTROLS or args.file or args.retry_failed):
+        return cmd_sweep_control(args)
     settings = settings_from_args(args)
     plan = build_plan(settings)
     lab = lab_config(settings, need_nginx=any(c.layout.proxied for c in plan.cells))
+    warn_if_exposed(lab)
     check_plan_ports(plan, lab)
     writer = ResultsWriter(
         lab.results_dir,
         plan.run,
-        _plan_config(settings, plan, lab),
+        recorded_config(settings, plan, lab, sys.argv[1:]),
         machine_facts(lab.server_bin, lab.model),
     )
+    if settings.detach:
+        writer.close()
+        return _launch_detached(writer.meta_path, settings.api_key, retry_failed=False)
+    return _run_plan(settings, plan, lab, writer)
+
+
+def _run_plan(
+    settings: RunSettings,
+    plan: Plan,
+    lab: LabConfig,
+    writer: ResultsWriter,
+    *,
+    skip: frozenset[int] = frozenset(),
+    detached_run_dir: Path | None = None,
+) -> int:
+    """Run in the foreground, or as the detached process, which also logs its events."""
     progress = ProgressPrinter(sys.stderr)
-    runner = PlanRunner(
-        plan, lab, load_settings(settings), progress.handle, new_run_dir(plan.run), writer
-    )
+    events = EventLog(detached_run_dir / detached.EVENTS_FILE) if detached_run_dir else None
+
+    def emit(event: Event) -> None:
+        progress.handle(event)
+        if events is not None:
+            events(event)
+
+    run_dir = detached_run_dir or new_run_dir(plan.run)
+    runner = runner_class(plan)(plan, lab, load_settings(settings), emit, run_dir, writer, skip)
     try:
         outcome = run_until_signal(runner.run())
     finally:
         writer.close()
         progress.close()
-    print(format_table(list(outcome.rows), SUMMARY_COLUMNS))
+        if events is not None:
+            events.close()
+    adaptive = isinstance(runner, AdaptiveRunner)
+    columns = (*SUMMARY_COLUMNS, "phase") if adaptive else SUMMARY_COLUMNS
+    print(format_table(list(outcome.rows), columns))
+    if adaptive:
+        print(runner.verdict())
     print(f"results: {writer.csv_path} and {writer.jsonl_path}")
     return 0 if outcome.cells_failed == 0 else 1
+
+
+# What `sweep resume`, `attach` and `stop` take; every other sweep flag is the recorded sweep's.
+CONTROL_FLAGS = {
+    "resume": {"file", "retry_failed", "detach", "api_key", "detached_run_dir"},
+    "attach": set(),
+    "stop": set(),
+}
+
+
+def cmd_sweep_control(args: argparse.Namespace) -> int:
+    """`sweep resume`, `attach`, `stop`, and the resume-only arguments given to another sweep."""
+    if args.file and args.run != "resume":
+        raise LabError(f"sweep {args.run}: unexpected argument {args.file!r}")
+    if args.run not in SWEEP_CONTROLS:
+        raise LabError(f"sweep {args.run}: --retry-failed is for sweep resume")
+    defaults = vars(build_parser().parse_args(["sweep", args.run]))
+    for name, value in vars(args).items():
+        if name not in CONTROL_FLAGS[args.run] and value != defaults[name]:
+            why = "it resumes with the settings it recorded" if args.run == "resume" else "none do"
+            raise LabError(f"sweep {args.run}: --{name.replace('_', '-')} does not apply ({why})")
+    if args.run == "attach":
+        return cmd_attach()
+    if args.run == "stop":
+        return cmd_stop()
+    return cmd_resume(args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    if not args.file:
+        raise LabError("sweep resume: give the interrupted sweep's .jsonl or .csv results file")
+    api_key = args.api_key or os.environ.get(detached.API_KEY_ENV, "")
+    resumption = resume.load(Path(args.file), retry_failed=args.retry_failed, api_key=api_key)
+    plan, settings, total = resumption.plan, resumption.settings, len(resumption.plan.cells)
+    if not resumption.todo:
+        print(f"nothing to resume: all {total} cells of {args.file} have a row")
+        return 0
+    lab = lab_config(settings, need_nginx=any(c.layout.proxied for c in plan.cells))
+    check_plan_ports(plan, lab)
+    if args.detach:
+        return _launch_detached(resumption.meta_path, api_key, retry_failed=args.retry_failed)
+    writer = ResultsWriter.append_to(resumption.meta_path)
+    print(
+        f"resuming {plan.run}: {len(resumption.done)} of {total} cells have a row, "
+        f"running the other {len(resumption.todo)}",
+        file=sys.stderr,
+    )
+    run_dir = Path(args.detached_run_dir) if args.detached_run_dir else None
+    return _run_plan(settings, plan, lab, writer, skip=resumption.done, detached_run_dir=run_dir)
+
+
+def _launch_detached(meta_path: Path, api_key: str, *, retry_failed: bool) -> int:
+    state = detached.launch(meta_path, api_key=api_key, retry_failed=retry_failed)
+    print(f"{state['run']} runs detached (pid {state['pid']}); results: {state['csv']}")
+    print("watch it: llamalab sweep attach (or llamalab-tui); stop it: llamalab sweep stop")
+    return 0
+
+
+def cmd_attach() -> int:
+    state = detached.latest()
+    if state is None:
+        print("no detached sweep to attach to")
+        return 1
+    progress = ProgressPrinter(sys.stderr)
+    try:
+        finished = detached.follow(state, progress.handle)
+    except KeyboardInterrupt:
+        progress.close()
+        print("left it running: sweep attach watches again, sweep stop stops it", file=sys.stderr)
+        return 0
+    progress.close()
+    print(format_table(read_rows(Path(state["jsonl"])), SUMMARY_COLUMNS))
+    print(f"results: {state['csv']} and {state['jsonl']}")
+    return 0 if finished else 1
+
+
+def cmd_stop() -> int:
+    state = detached.running()
+    if state is None:
+        print("no detached sweep running")
+        return 0
+    detached.stop(state)
+    print(f"stopped {state['run']} (pid {state['pid']}); its finished cells are in {state['csv']}")
+    return 0
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -268,8 +430,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         layout = cluster_layout(settings)
         balance = single_balance(settings.balance)
         lab = lab_config(settings, need_nginx=True)
+        warn_if_exposed(lab)
         if args.action == "serve":
             return asyncio.run(standing_cluster.serve(lab, layout, balance))  # type: ignore[arg-type]
+        if not args.no_preflight:
+            try:
+                require_fit(lab.model, layout)
+            except DoesNotFit as exc:
+                print(
+                    f"llamalab: cluster not started, {exc} (--no-preflight starts it anyway)",
+                    file=sys.stderr,
+                )
+                return 1
         state = standing_cluster.start_detached(
             lab, layout.instances, cluster_args(settings), lab.ready_timeout_s + 60
         )
@@ -281,8 +453,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         state = asyncio.run(standing_cluster.live_status())
+        if args.json and state is not None:
+            asyncio.run(standing_cluster.add_latest_figures(state))
         if args.json:
-            print(json.dumps(state or {"endpoint": None, "nginx": None, "instances": []}, indent=2))
+            shown = standing_cluster.public_view(state) if state else None
+            print(json.dumps(shown or {"endpoint": None, "nginx": None, "instances": []}, indent=2))
         elif state is None:
             print("no cluster running")
         else:
@@ -316,7 +491,13 @@ def cmd_load(args: argparse.Namespace) -> int:
         timeout_s=load.timeout_s,
         api_key=api_key,
     )
-    summary = summarize_load(asyncio.run(run_load(spec)))
+
+    async def measure() -> RunSummary:
+        # Summarised inside the loop: Python 3.11's asyncio.run reprs the returned value on
+        # exit (its SIGINT handler check): over a second for 40,000 records.
+        return summarize_load(await run_load(spec))
+
+    summary = event_loop.run(measure())
     if args.json:
         print(json.dumps(summary.to_json_dict(), indent=2))
     else:
@@ -354,6 +535,29 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    found = find_leftovers()
+    for left in found:
+        print(f"{'left running' if args.dry_run else 'stopping'}: {left.describe()}")
+    stuck = [] if args.dry_run else stop_leftovers(found)
+    for left in stuck:
+        print(f"llamalab: could not stop {left.describe()}", file=sys.stderr)
+    if not found:
+        print("nothing left running by an earlier lab")
+    return 1 if stuck else 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Exit 0 fits, 1 does not; bad input (a missing or unreadable model) is 2, as everywhere."""
+    settings = settings_from_args(args)
+    layout = cluster_layout(settings, one_value(settings.n_predict, "n-predict"))
+    if args.ctx_size:
+        layout = dataclasses.replace(layout, ctx_size=one_value(args.ctx_size, "ctx-size"))
+    verdict = preflight.check(find_model(settings.model or None), layout)
+    print("\n".join(verdict.report()))
+    return 0 if verdict.fits else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -366,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_load(args)
         if args.command == "analyze":
             return cmd_analyze(args)
+        if args.command == "preflight":
+            return cmd_preflight(args)
+        if args.command == "cleanup":
+            return cmd_cleanup(args)
         return cmd_doctor(args)
     except LabError as exc:
         print(f"llamalab: {exc}", file=sys.stderr)

@@ -37,11 +37,11 @@ class ProgressPrinter:
                 )
             else:
                 text = f"cell {event.index}/{event.total} failed: {event.error}"
-            self._line(text)
+            self._line(text + (f" -- {event.note}" if event.note else ""))
         elif isinstance(event, ProcessState) and event.state == "crashed":
             self._line(f"{event.role} #{event.index} crashed: {event.detail}")
-        elif isinstance(event, Notice) and event.level != "info":
-            self._line(f"{event.level}: {event.text}")
+        elif isinstance(event, Notice):
+            self._line(event.text if event.level == "info" else f"{event.level}: {event.text}")
         else:
             self._draw()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.message import Message
 
 from tui_lab.engine.events import Event
@@ -17,3 +19,11 @@ class EngineEvents(Message):
     def __init__(self, events: tuple[Event, ...]) -> None:
         super().__init__()
         self.events = events
+
+
+class ResumeSweep(Message):
+    """The results screen asks the app to run the missing cells of a sweep's results file."""
+
+    def __init__(self, results_file: Path) -> None:
+        super().__init__()
+        self.results_file = results_file

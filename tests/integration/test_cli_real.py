@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import openai
 import psutil
@@ -68,6 +69,21 @@ def test_cli_full_sweep_writes_results_with_real_figures(lab: LabConfig, tmp_pat
     assert len(analyzed.stdout.strip().splitlines()) == 2 + 3  # header, rule, three best cells
 
 
+def busy_status(endpoint: str) -> dict[str, Any]:
+    """`cluster status --json` while a long load runs through nginx, so slots are busy."""
+    flags = ["--url", endpoint, "--concurrency", "4", "--requests", "4", "--n-predict", "400"]
+    load = subprocess.Popen(
+        [sys.executable, "-m", "tui_lab.cli", "load", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # the load client's start-up, so the requests are in flight
+        return json.loads(llamalab("cluster", "status", "--json").stdout)
+    finally:
+        assert load.wait(timeout=300) == 0
+
+
 def test_standing_cluster_serves_an_openai_client_streaming_included(lab: LabConfig) -> None:
     started = llamalab(
         "cluster", "start", "--instances", "2", "--parallel", "2", "--threads", "1", *ports(lab)
@@ -85,6 +101,14 @@ def test_standing_cluster_serves_an_openai_client_streaming_included(lab: LabCon
         assert status["nginx"]["state"] == "ready"
         assert [i["state"] for i in status["instances"]] == ["ready", "ready"]
         assert all(i["pid"] and i["port"] for i in status["instances"])
+        for idle in status["instances"]:  # measured over ~1 s with no request running
+            assert idle["cpu_percent"] >= 0 and idle["rss_bytes"] > 100_000_000
+            assert (idle["slots_busy"], idle["slots_total"], idle["tokens_per_s"]) == (0, 2, 0.0)
+            assert isinstance(idle["gpu_memory_bytes"], int) or idle["gpu_reason"]
+        busy = busy_status(endpoint)
+        assert sum(i["slots_busy"] for i in busy["instances"]) >= 1
+        assert sum(i["tokens_per_s"] or 0 for i in busy["instances"]) > 0
+        assert any(i["cpu_percent"] > 10 for i in busy["instances"])
 
         client = openai.OpenAI(base_url=f"{endpoint}/v1", api_key="none")
         reply = client.chat.completions.create(

@@ -43,7 +43,7 @@ async def test_real_server_under_load_then_stopped(
         async with control_session() as session:
             await inst.wait_ready(session, 120)
         assert inst.pid is not None
-        collector.watch(Watched("server", 0, inst.pid, inst.url))
+        collector.watch(Watched("server", 0, inst.pid, inst.url, inst.process.log_path))
         await sample()
         spec = LoadSpec(url=inst.url, concurrency=2, requests=6, n_predict=32)
         load = asyncio.create_task(run_load(spec))
@@ -65,6 +65,8 @@ async def test_real_server_under_load_then_stopped(
     assert max(s.slots_busy or 0 for s in samples) >= 1
     assert samples[0].tokens_predicted_total is not None
     assert last.tokens_predicted_total == samples[0].tokens_predicted_total + 6 * 32
+    # Requests served come from the server's own log: none before the load, all six after.
+    assert samples[0].requests_served == 0 and last.requests_served == 6
     # Live while requests run, not only when one finishes and the server's counter moves.
     busy = [s for s in samples[1:] if s.slots_busy]
     generating = [s for s in busy if s.tokens_per_s is not None and s.tokens_per_s > 0]

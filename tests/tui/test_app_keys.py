@@ -16,9 +16,9 @@ from tests.conftest import free_port_block
 from tui_lab.app import LabApp
 from tui_lab.engine import standing_cluster
 from tui_lab.engine.run_settings import RunSettings
+from tui_lab.screens.choice_modal import ChoiceModal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.help import HelpScreen
-from tui_lab.screens.quit_modal import QuitModal
 from tui_lab.widgets.instance_table import InstanceTable
 from tui_lab.widgets.log_pane import LogPane
 
@@ -112,8 +112,9 @@ async def test_s_runs_the_configured_test_and_writes_results(tmp_path: Path) -> 
         await pilot.press("q")
 
 
-async def test_x_cancels_a_sweep_keeping_finished_cells(tmp_path: Path) -> None:
-    s = settings(
+def six_cell_sweep(tmp_path: Path) -> RunSettings:
+    """Long enough to act on mid-run: six cells on one small server."""
+    return settings(
         tmp_path,
         kind="sweep-round-robin",
         instances="1",
@@ -121,6 +122,10 @@ async def test_x_cancels_a_sweep_keeping_finished_cells(tmp_path: Path) -> None:
         concurrency="1,2,3,4,5,6",
         requests="4",
     )
+
+
+async def test_x_cancels_a_sweep_keeping_finished_cells(tmp_path: Path) -> None:
+    s = six_cell_sweep(tmp_path)
     app = LabApp(s, telemetry_interval_s=0.5)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s")
@@ -188,7 +193,7 @@ async def test_q_with_a_cluster_up_asks_and_can_leave_it_serving(tmp_path: Path)
             await wait_for(pilot, lambda: app.cluster is not None, 20)
             await wait_for(pilot, lambda: "ready" in states(app, "cluster").values(), 20)
             await pilot.press("q")
-            assert isinstance(app.screen, QuitModal)
+            assert isinstance(app.screen, ChoiceModal)
             await pilot.click("#leave")
             await pilot.pause(0.5)
         assert standing_cluster.running_state() is not None  # left serving, as asked

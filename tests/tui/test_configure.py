@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, OptionList, Static
 
 from tui_lab.engine.discovery import GGUF_MAGIC
 from tui_lab.engine.run_settings import RunSettings
+from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.screens.model_picker import GgufTree, ModelPicker
 
@@ -103,6 +104,27 @@ async def test_switching_to_a_single_test_hides_the_fields_it_ignores() -> None:
             assert not screen.query_one(f"#field-{hidden}").display, hidden
         assert screen.query_one("#field-n_predict").display
         assert widget_text(pilot, "#estimate") == "1 cells, 1 server layouts, 1 measured requests"
+
+
+async def test_the_adaptive_sweep_shows_its_own_fields_and_checks_them() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        screen = pilot.app.screen
+        assert not screen.query_one("#field-plateau").display  # a full sweep has no plateau
+        await pilot.press("enter", "end", "enter")  # the last kind in the menu
+        await pilot.pause()
+        assert screen.query_one("#kind").value == "sweep-adaptive"
+        for shown in ("instances", "concurrency", "plateau", "finalists", "max_p99_ms"):
+            assert screen.query_one(f"#field-{shown}").display, shown
+        assert widget_text(pilot, "#estimate") == (
+            "searches 8 cells of 4 layouts: short probes, then full cells for the 3 best"
+        )
+        await type_into(pilot, "max_ttft_ms", "500")
+        assert widget_text(pilot, "#estimate") == (
+            "--max-ttft-ms: TTFT is measured only with --stream"
+        )
+        assert run_disabled(pilot)
+        await type_into(pilot, "plateau", "x")
+        assert widget_text(pilot, "#error-plateau") == "--plateau: 'x' is not a number"
 
 
 async def test_run_dismisses_with_exactly_what_was_typed() -> None:
@@ -221,6 +243,23 @@ async def test_the_model_picker_fills_the_model_field(home: Path) -> None:
         assert not run_disabled(pilot)
 
 
+async def test_the_search_depth_reaches_deeper_model_folders(home: Path) -> None:
+    deep = home / "models" / "org" / "repo" / "snapshots" / "rev" / "deep.gguf"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(GGUF_MAGIC + b"\0" * 8)
+    async with Harness().run_test(size=(100, 30)) as pilot:
+        picker = await open_picker(pilot)
+        found = picker.query_one("#found", OptionList)
+        await until(pilot, lambda: found.get_option_at_index(0).id is not None)
+        assert found.option_count == 1  # three folders down by default: not deep enough
+        picker.query_one("#depth", Input).value = "4"
+        await until(pilot, lambda: found.option_count == 2)
+        assert found.get_option_at_index(0).id == str(deep)
+        picker.query_one("#depth", Input).value = "x"  # not a depth: the list stays
+        await pilot.pause(0.2)
+        assert found.option_count == 2
+
+
 async def test_the_browse_tree_shows_only_folders_and_gguf_files(home: Path) -> None:
     async with Harness().run_test() as pilot:
         tree = (await open_picker(pilot)).query_one(GgufTree)
@@ -245,3 +284,41 @@ def test_snapshot_configure_form(snap_compare: object, size: tuple[int, int]) ->
 def test_snapshot_configure_form_with_an_error_at_80x24(snap_compare: object) -> None:
     keys = ["tab", "tab", "1", ",", ",", "x"]
     assert snap_compare(Harness(), press=keys, terminal_size=(80, 24))  # type: ignore[operator]
+
+
+async def test_binding_every_interface_is_warned_about_but_allowed() -> None:
+    async with Harness().run_test(size=(120, 40)) as pilot:
+        await type_into(pilot, "host", "0.0.0.0")
+        note = pilot.app.screen.query_one("#error-host", Static)
+        assert note.display and note.has_class("-warning")
+        assert "every interface without an API key" in widget_text(pilot, "#error-host")
+        assert not run_disabled(pilot)
+        await type_into(pilot, "api_key", "s3cret")
+        await type_into(pilot, "host", "0.0.0.0")
+        assert "clients need the API key" in widget_text(pilot, "#error-host")
+        await type_into(pilot, "host", "127.0.0.1")
+        assert not note.display
+
+
+async def test_the_cluster_modal_warns_before_binding_every_interface() -> None:
+    class ClusterHarness(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ClusterModal(START))
+
+    async with ClusterHarness().run_test(size=(100, 30)) as pilot:
+        await type_into(pilot, "cluster-host", "0.0.0.0")
+        assert "every interface" in widget_text(pilot, "#cluster-error")
+        assert pilot.app.screen.query_one("#cluster-error").has_class("-warning")
+        assert not pilot.app.screen.query_one("#cluster-start", Button).disabled
+
+
+async def test_a_layout_too_large_for_memory_is_flagged_but_can_still_run() -> None:
+    """Sweeps skip the cells that cannot fit, so Run stays enabled; the line says which."""
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        assert "does not fit" not in widget_text(pilot, "#estimate")
+        await type_into(pilot, "ctx_per_slot", str(10**9))
+        line = widget_text(pilot, "#estimate")
+        assert line.startswith("8 cells, 4 server layouts, 72 measured requests; largest layout")
+        assert "does not fit: 2 instance(s) need " in line
+        assert pilot.app.screen.query_one("#estimate").has_class("-error")
+        assert not run_disabled(pilot)

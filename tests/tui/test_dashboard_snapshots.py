@@ -6,6 +6,7 @@ engine events, exactly as the app's adapter would post them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tui_lab.app import LabApp
 from tui_lab.engine.events import ProcessState
 from tui_lab.engine.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
+from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
 from tui_lab.widgets.throughput_plot import ThroughputPlot
 
 
@@ -74,3 +76,22 @@ def test_snapshot_screens(snap_compare: object, size: tuple[int, int], keys: lis
         await pilot.pause(0.5)  # type: ignore[attr-defined]
 
     assert snap_compare(quiet_app(), press=keys, terminal_size=size, run_before=settle)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@pytest.mark.parametrize(
+    "modal",
+    [
+        lambda: quit_modal("http://127.0.0.1:8000"),
+        lambda: leftovers_modal(["llama-server #0 (pid 4242, 20261125-000000-sweep-full-1)"]),
+    ],
+    ids=["quit", "leftovers"],
+)
+def test_snapshot_choice_modals(
+    snap_compare: object, size: tuple[int, int], modal: Callable[[], ChoiceModal]
+) -> None:
+    async def run_before(pilot: object) -> None:
+        await pilot.app.push_screen(modal())  # type: ignore[attr-defined]
+        await pilot.pause(0.3)  # type: ignore[attr-defined]
+
+    assert snap_compare(quiet_app(), terminal_size=size, run_before=run_before)  # type: ignore[operator]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
+
+from tests.conftest import free_port_block
+from tui_lab.engine.presets import save_last
+from tui_lab.engine.run_settings import RunSettings
 
 pytestmark = pytest.mark.integration
 TUI = Path(sys.executable).parent / "llamalab-tui"
@@ -40,18 +47,7 @@ def wait_screen(session: str, text: str, timeout: float = 30, *, gone: bool = Fa
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by ./lab test")
 def test_installed_tui_runs_in_a_real_terminal_at_80x24(tmp_path: Path) -> None:
     session = f"llamalab-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "LLAMALAB_HOME": str(tmp_path / "home"),
-        "LLAMALAB_CONFIG": str(tmp_path / "config"),
-        "TERM": "xterm-256color",
-    }
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", str(TUI)],
-        env=env,
-        check=True,
-        cwd=tmp_path,
-    )
+    _tmux_tui(session, tmp_path, size=(80, 24))
     try:
         shown = wait_screen(session, "Configure")
         assert "cluster: off" in shown and "Process" in shown
@@ -70,5 +66,101 @@ def test_installed_tui_runs_in_a_real_terminal_at_80x24(tmp_path: Path) -> None:
         while session in tmux("list-sessions", "-F", "#{session_name}"):
             assert time.monotonic() < deadline, "llamalab-tui did not quit on q"
             time.sleep(0.2)
+    finally:
+        tmux("kill-session", "-t", session)
+
+
+def _tmux_tui(session: str, tmp_path: Path, size: tuple[int, int] = (100, 30)) -> int:
+    """Open the installed app in a detached tmux pane; returns the app's PID."""
+    env = {
+        **os.environ,
+        "LLAMALAB_HOME": str(tmp_path / "home"),
+        "LLAMALAB_CONFIG": str(tmp_path / "config"),
+        "TERM": "xterm-256color",
+    }
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), TUI],
+        env=env,
+        check=True,
+        cwd=tmp_path,
+    )
+    return int(tmux("list-panes", "-t", session, "-F", "#{pane_pid}").split()[0])
+
+
+def wait_pane_dead(session: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while tmux("display", "-p", "-t", session, "#{pane_dead}").strip() != "1":
+        assert time.monotonic() < deadline, f"the app did not exit:\n{screen(session)}"
+        time.sleep(0.2)
+
+
+def _servers_of(pid: int) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in kids if p.name() in ("llama-server", "nginx")]
+
+
+def _rows(results: Path) -> list[str]:
+    return [
+        line for f in results.glob("*.jsonl") for line in f.read_text().splitlines() if line.strip()
+    ]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by ./lab test")
+@pytest.mark.parametrize("ending", ["SIGHUP", "SIGTERM", "SIGKILL"])
+def test_app_ending_mid_run_leaves_no_server_and_keeps_rows(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
+    server_bin: Path,
+    model: Path,
+) -> None:
+    """A dropped SSH session (tmux kills the pane: SIGHUP), a `kill`, or a `kill -9` of the app
+    in the middle of a sweep: its llama-servers are gone within seconds and the cells already
+    finished stay in the results file."""
+    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
+    base = free_port_block(2)
+    results = tmp_path / "results"
+    save_last(
+        RunSettings(
+            kind="sweep-round-robin",
+            instances="1",
+            parallel="2",
+            n_predict="4,256",  # the first cell ends at once, the second runs on
+            concurrency="2",
+            requests="64",
+            server_bin=str(server_bin),
+            model=str(model),
+            base_port=str(base),
+            nginx_port=str(base + 1),
+            results=str(results),
+        )
+    )
+    session = f"llamalab-{uuid.uuid4().hex[:8]}"
+    try:
+        app_pid = _tmux_tui(session, tmp_path)
+        wait_screen(session, "Configure")
+        tmux("send-keys", "-t", session, "s")
+        deadline = time.monotonic() + 120
+        while not _rows(results):
+            assert time.monotonic() < deadline, f"no row written:\n{screen(session)}"
+            time.sleep(0.5)
+        servers = _servers_of(app_pid)
+        assert any(p.name() == "llama-server" for p in servers), "the second cell is not running"
+        tmux("set-option", "-t", session, "remain-on-exit", "on")
+        if ending == "SIGHUP":
+            tmux("kill-session", "-t", session)
+        else:
+            os.kill(app_pid, getattr(signal, ending))
+        gone, alive = psutil.wait_procs(servers, timeout=15)
+        assert not alive, f"{ending}: still running {[(p.pid, p.name()) for p in alive]}"
+        assert len(gone) == len(servers)
+        if ending == "SIGTERM":  # handled: the app stopped its run and exited by itself
+            wait_pane_dead(session)
+            assert tmux("display", "-p", "-t", session, "#{pane_dead_status}").strip() == "0"
+        rows = [json.loads(line) for line in _rows(results)]
+        assert rows[0]["n_predict"] == 4 and rows[0]["requests_ok"] == 64
     finally:
         tmux("kill-session", "-t", session)

@@ -32,6 +32,7 @@ def sample(index: int, pid: int, **changes: object) -> InstanceTelemetry:
         "requests_deferred": 0,
         "tokens_predicted_total": 1234,
         "tokens_per_s": 87.5,
+        "requests_served": 57,
         "answering": True,
     }
     values.update(changes)
@@ -59,12 +60,30 @@ async def test_instance_rows_follow_state_and_telemetry_by_pid() -> None:
         table.apply_telemetry(sample(0, 42))
         assert cell(table, "run-server-0", "state") == "busy"
         assert cell(table, "run-server-0", "slots") == "2/4"
+        assert cell(table, "run-server-0", "reqs") == "57"
         assert cell(table, "run-server-0", "tps") == "87.5"
         assert cell(table, "run-server-0", "rss") == "300.0M"
         assert cell(table, "run-server-0", "gpu") == "-"  # no GPU figure: not a made-up zero
         assert table.gpu_reasons() == {"no NVIDIA GPU: NVML library not found"}
         table.apply_telemetry(sample(0, 999, tokens_per_s=1.0))  # a stale process's sample
         assert cell(table, "run-server-0", "tps") == "87.5"
+
+
+async def test_columns_widen_for_wider_figures_and_keep_their_width() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
+        table.apply_telemetry(sample(0, 42, rss_bytes=3 * 1024**3 + 1))
+        await pilot.pause()
+        wide = table.columns["rss"].content_width
+        assert wide == len("3.0G")
+        table.apply_telemetry(sample(0, 42, rss_bytes=10 * 1024**3))
+        await pilot.pause()
+        assert table.columns["rss"].content_width == len("10.0G")  # grew, nothing truncated
+        table.apply_telemetry(sample(0, 42, rss_bytes=500))
+        await pilot.pause()
+        # A narrower figure does not re-measure the column: no jitter, no per-tick cost.
+        assert table.columns["rss"].content_width == len("10.0G")
 
 
 async def test_a_server_that_stops_answering_is_marked_not_left_with_old_figures() -> None:

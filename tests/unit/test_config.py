@@ -13,6 +13,7 @@ from tui_lab.engine.config import (
     check_host,
     computed_ctx_size,
     effective_threads_http,
+    exposure_warning,
     parse_balances,
     parse_int_list,
     parse_positive_ints,
@@ -114,3 +115,35 @@ def test_unset_batch_sizes_are_not_passed() -> None:
     argv = server_argv(Path("s"), Path("m"), "h", 1, _layout(batch_size=512, ubatch_size=128))
     assert argv[argv.index("--batch-size") + 1] == "512"
     assert argv[argv.index("--ubatch-size") + 1] == "128"
+
+
+@pytest.mark.parametrize(
+    ("host", "api_key", "warning"),
+    [
+        ("127.0.0.1", None, None),
+        ("localhost", None, None),
+        ("::1", None, None),
+        ("127.0.0.2", None, None),
+        (
+            "0.0.0.0",
+            None,
+            "listening on every interface without an API key: anyone who can reach this "
+            "machine can use it",
+        ),
+        (
+            "::",
+            "k",
+            "listening on every interface: reachable from the network, clients need the API key",
+        ),
+        (
+            "192.168.1.20",
+            None,
+            "listening on 192.168.1.20 without an API key: anyone who can "
+            "reach this machine can use it",
+        ),
+    ],
+)
+def test_binding_beyond_loopback_is_warned_about(
+    host: str, api_key: str | None, warning: str | None
+) -> None:
+    assert exposure_warning(host, api_key) == warning

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -167,3 +170,75 @@ async def test_256_clients_hold_256_requests_in_flight_and_finish_quickly() -> N
     assert len(result.records) == 512 and all(r.ok for r in result.records)
     assert sum(r.output_tokens for r in result.records) == 1024
     assert elapsed < 15
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request off a raw socket: its head, then Content-Length bytes of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+def _response(body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
+async def test_a_kept_alive_connection_the_server_dropped_is_reopened_not_failed() -> None:
+    # Each connection answers one request, then takes the next one and closes unanswered:
+    # what a server's idle keep-alive timeout does to a request sent at the wrong moment.
+    connections = 0
+    body = json.dumps({"content": "x", "tokens_predicted": 5, "tokens_evaluated": 3}).encode()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(_response(body))
+        await writer.drain()
+        await reader.read(1)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        result = await run_load(
+            LoadSpec(url=f"http://127.0.0.1:{port}", concurrency=1, requests=3, n_predict=5)
+        )
+    assert [(r.ok, r.output_tokens, r.retries) for r in result.records] == [(True, 5, 0)] * 3
+    assert connections == 3
+
+
+async def test_events_split_anywhere_across_reads_are_parsed_whole() -> None:
+    events = [{"content": "a", "tokens_predicted": 1}, {"content": "b", "tokens_predicted": 2}]
+    events.append({"content": "", "stop": True, "tokens_predicted": 2, "tokens_evaluated": 4})
+    stream = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
+    first = len(stream.split(b"\r\n\r\n")[0])
+    # Inside "data:", inside the JSON, between CR and LF, then the rest of event 2 apart.
+    cuts = [3, 9, first + 1, first + 20, len(stream) - 1]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        whole = _response(stream, b"text/event-stream")
+        head = len(whole) - len(stream)
+        for a, b in pairwise([0, head + cuts[0], *(head + c for c in cuts[1:]), len(whole)]):
+            await asyncio.sleep(0.02)
+            writer.write(whole[a:b])
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        spec = LoadSpec(
+            url=f"http://127.0.0.1:{port}", concurrency=1, requests=1, n_predict=2, stream=True
+        )
+        (r,) = (await run_load(spec)).records
+    assert r.ok and (r.output_tokens, r.prompt_tokens) == (2, 4)
+    assert len(r.chunk_times) == 2 and r.chunk_times[0] < r.chunk_times[1]

@@ -12,6 +12,7 @@ from tui_lab.engine.run_settings import (
     estimate,
     field_error,
 )
+from tui_lab.engine.search import SearchSettings
 
 
 def test_field_error_names_the_problem_and_none_when_fine() -> None:
@@ -67,6 +68,24 @@ def test_preset_mappings_reject_unknown_keys_and_wrong_types() -> None:
 def test_estimate_counts_cells_layouts_and_requests() -> None:
     plan = build_plan(RunSettings(instances="1,2", parallel="1,4", concurrency="1,8"))
     assert estimate(plan) == "8 cells, 4 server layouts, 72 measured requests"
+
+
+def test_an_adaptive_sweep_searches_the_full_sweeps_cells_with_its_own_knobs() -> None:
+    grid = RunSettings(instances="1,2", parallel="1,4", concurrency="1,8")
+    plan = build_plan(
+        grid.with_values(kind="sweep-adaptive", plateau="5", finalists="3", max_p99_ms="900")
+    )
+    assert plan.run == "sweep-adaptive" and plan.cells == build_plan(grid).cells
+    assert plan.search == SearchSettings(plateau=0.05, finalists=3, max_p99_ms=900.0)
+    assert build_plan(grid).search is None
+    assert estimate(plan) == (
+        "searches 8 cells of 4 layouts: short probes, then full cells for the 3 best"
+    )
+    # Its knobs are not the full sweep's: a full sweep ignores them, typed or not.
+    assert field_error(grid.with_values(plateau="x"), "plateau") is None
+    assert field_error(grid.with_values(kind="sweep-adaptive", plateau="x"), "plateau") == (
+        "--plateau: 'x' is not a number"
+    )
 
 
 def test_cluster_layout_sizes_slots_for_outside_clients() -> None:

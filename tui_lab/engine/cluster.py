@@ -17,7 +17,7 @@ from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import EventSink
 from tui_lab.engine.instance import ServerInstance, connect_host
 from tui_lab.engine.nginx_config import ProxySpec
-from tui_lab.engine.ports import ensure_free
+from tui_lab.engine.ports import check_port_layout, ensure_free
 from tui_lab.engine.proxy import NginxProxy
 
 
@@ -29,6 +29,7 @@ class ClusterSpec:
 
 
 def required_ports(lab: LabConfig, instances: int, proxied: bool) -> list[tuple[int, str]]:
+    check_port_layout(lab.base_port, lab.nginx_port, instances, proxied=proxied)
     ports = [(lab.base_port + i, f"llama-server #{i}") for i in range(instances)]
     if proxied:
         ports.append((lab.nginx_port, "nginx"))

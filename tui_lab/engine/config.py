@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.ports import MAX_PORT
 
 Balance = Literal["round_robin", "least_conn"]
 Api = Literal["completion", "chat"]
@@ -80,8 +81,8 @@ def require_at_least(value: int, minimum: int, name: str) -> int:
 
 
 def check_port(port: int, name: str) -> int:
-    if not 1 <= port <= 65535:
-        raise LabError(f"--{name}: {port} is not a TCP port (1-65535)")
+    if not 1 <= port <= MAX_PORT:
+        raise LabError(f"--{name}: {port} is not a TCP port (1-{MAX_PORT})")
     return port
 
 
@@ -98,6 +99,23 @@ def check_host(host: str) -> str:
     return host
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """Beyond loopback the servers and nginx are on the network; say so wherever it is chosen,
+    louder without an API key. None for loopback, and for hosts check_host will refuse anyway."""
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return None
+    where = "every interface" if address.is_unspecified else host
+    if api_key:
+        return f"listening on {where}: reachable from the network, clients need the API key"
+    return f"listening on {where} without an API key: anyone who can reach this machine can use it"
+
+
 def check_extra_args(args: tuple[str, ...]) -> tuple[str, ...]:
     """Extra arguments go to execve as a list; a newline could still corrupt logs and state."""
     for arg in args:
@@ -106,12 +124,23 @@ def check_extra_args(args: tuple[str, ...]) -> tuple[str, ...]:
     return args
 
 
-_CTX_FLAGS = ("-c", "--ctx-size")
-_PARALLEL_FLAGS = ("-np", "--parallel")
+CTX_FLAGS = ("-c", "--ctx-size")
+PARALLEL_FLAGS = ("-np", "--parallel")
 
 
 def _has_flag(args: tuple[str, ...], flags: tuple[str, ...]) -> bool:
     return any(a in flags or any(a.startswith(f + "=") for f in flags) for a in args)
+
+
+def flag_value(args: tuple[str, ...], flags: tuple[str, ...]) -> str | None:
+    """The value given to `flags` in extra arguments (`-c 4096` or `--ctx-size=4096`); the last
+    one wins, as in llama-server's own parser. None when the flag is absent or has no value."""
+    value = None
+    for i, arg in enumerate(args):
+        name, equals, inline = arg.partition("=")
+        if name in flags:
+            value = inline if equals else (args[i + 1] if i + 1 < len(args) else None)
+    return value
 
 
 @dataclass(frozen=True)
@@ -173,9 +202,9 @@ def server_argv(
     different semantics. A `--ctx-size` / `--parallel` in the user's extra arguments wins.
     """
     argv = [str(server_bin), "--model", str(model), "--host", host, "--port", str(port)]
-    if not _has_flag(layout.extra_args, _PARALLEL_FLAGS):
+    if not _has_flag(layout.extra_args, PARALLEL_FLAGS):
         argv += ["--parallel", str(layout.parallel)]
-    if not _has_flag(layout.extra_args, _CTX_FLAGS):
+    if not _has_flag(layout.extra_args, CTX_FLAGS):
         argv += ["--ctx-size", str(layout.ctx_size)]
     if layout.threads is not None:
         argv += ["--threads", str(layout.threads)]

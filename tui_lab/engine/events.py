@@ -1,7 +1,8 @@
-"""What the engine tells its watchers: frozen facts, emitted in order, never read back.
+"""What the engine tells its watchers: frozen facts, emitted in order.
 
 The CLI's progress bar and the TUI's adapter consume the same stream; neither reaches into
-engine objects to find out what happened.
+engine objects to find out what happened. A detached sweep writes them to a file and its
+watchers read them back from there (engine/event_log.py).
 """
 
 from __future__ import annotations
@@ -53,12 +54,23 @@ class RequestDone:
 
 
 @dataclass(frozen=True)
+class RequestsDone:
+    """Several `RequestDone` as counts: what a detached sweep's event file carries instead of
+    a line per request."""
+
+    cell: int
+    ok: int
+    failed: int
+
+
+@dataclass(frozen=True)
 class CellFinished:
     index: int
     total: int
     params: Mapping[str, object]
     summary: RunSummary | None
     error: str | None = None
+    note: str = ""  # the adaptive sweep's verdict on the cell: why it goes on or stops
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,16 @@ class RunFinished:
     cancelled: bool = False
 
 
-Event = ProcessState | RunStarted | CellStarted | RequestDone | CellFinished | Notice | RunFinished
+Event = (
+    ProcessState
+    | RunStarted
+    | CellStarted
+    | RequestDone
+    | RequestsDone
+    | CellFinished
+    | Notice
+    | RunFinished
+)
 EventSink = Callable[[Event], None]
 
 

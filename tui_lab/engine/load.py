@@ -1,24 +1,27 @@
 """The load generator: C clients in one event loop, each sending its next request when done.
 
 One process must hold 1024 requests in flight, so there are no threads and no task per request:
-C worker coroutines share one session (its connector sized to C, connections kept alive) and
-pull request numbers from a shared counter. Records stay raw; `stats` derives the figures, so
-the definitions live in one place.
+C worker coroutines share a pool of kept-alive connections (`http_connection`: the request bytes
+built once, responses parsed by llhttp) and pull request numbers from a shared counter; bodies
+are parsed with orjson, streamed events as bytes inside the socket callback. Records stay raw;
+`stats` derives the figures, so the definitions live in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+import httptools
+import orjson
 
 from tui_lab.engine.config import Api
+from tui_lab.engine.http_connection import ConnectionPool, Target
 
 # Fixed and about 30 tokens, so prompt processing is small and equal across cells.
 DEFAULT_PROMPT = (
@@ -66,7 +69,8 @@ class RequestRecord:
     first_token: float | None  # perf_counter of the first chunk carrying content (streaming)
     chunk_times: tuple[float, ...]  # arrival of each chunk carrying content (streaming)
     retries: int  # 503 retries made
-    error: str | None  # None when OK; else "http_<status>", "timeout", "connection", "bad_response"
+    # None when OK; else "http_<status>", "timeout", "connection", "tls_certificate", "bad_response"
+    error: str | None
 
     @property
     def ok(self) -> bool:
@@ -99,21 +103,18 @@ async def run_load(
     if spec.api_key:
         headers["Authorization"] = f"Bearer {spec.api_key}"
     path = "/completion" if spec.api == "completion" else "/v1/chat/completions"
-    url = spec.url + path
-    body = json.dumps(_body(spec)).encode()
-    connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers
-    ) as session:
+    pool = ConnectionPool(Target.post(spec.url + path, orjson.dumps(_body(spec)), headers))
+    try:
 
         def send(index: int) -> Awaitable[RequestRecord]:
-            return _request(session, url, body, spec, index)
+            return _request(pool, spec, index)
 
         warmup = await _phase(send, spec.warmup, spec.concurrency, None)
         wall_start = time.perf_counter()
         records = await _phase(send, spec.requests, spec.concurrency, on_record)
         wall_end = time.perf_counter()
+    finally:
+        pool.close()
     return LoadResult(records, warmup, wall_start, wall_end)
 
 
@@ -169,16 +170,14 @@ async def _phase(
     return tuple(records[i] for i in range(count))
 
 
-async def _request(
-    session: aiohttp.ClientSession, url: str, body: bytes, spec: LoadSpec, index: int
-) -> RequestRecord:
+async def _request(pool: ConnectionPool, spec: LoadSpec, index: int) -> RequestRecord:
     start = time.perf_counter()
     retries = 0
-    attempt = await _attempt(session, url, body, spec)
+    attempt = await _attempt(pool, spec)
     while attempt.status == 503 and retries < spec.max_retries:
         retries += 1
         await asyncio.sleep(spec.retry_delay_s)
-        attempt = await _attempt(session, url, body, spec)
+        attempt = await _attempt(pool, spec)
     times = attempt.chunk_times
     return RequestRecord(
         index=index,
@@ -194,58 +193,99 @@ async def _request(
     )
 
 
-async def _attempt(
-    session: aiohttp.ClientSession, url: str, body: bytes, spec: LoadSpec
-) -> _Attempt:
+async def _attempt(pool: ConnectionPool, spec: LoadSpec) -> _Attempt:
     """One POST, its failure reduced to a short kind so a sweep keeps going past it."""
-    status: int | None = None
+    reader = _StreamReader(spec.api) if spec.stream else _BodyReader(spec.api)
     try:
-        async with session.post(url, data=body) as resp:
-            status = resp.status
-            if not 200 <= status < 300:
-                return _Attempt(status, f"http_{status}")
-            if spec.stream:
-                return await _read_stream(resp, spec.api)
-            counts = _counts(spec.api, _json_object(await resp.read()))
-            if counts is None:
-                return _Attempt(status, "bad_response")
-            return _Attempt(status, None, *counts)
-    except TimeoutError:  # before ClientError: aiohttp's timeouts are both
-        return _Attempt(status, "timeout")
-    except aiohttp.ClientError:
-        return _Attempt(status, "connection")
-    except (ValueError, TypeError, KeyError, AttributeError):  # malformed JSON or shape
-        return _Attempt(status, "bad_response")
+        status = await pool.post(reader.feed, spec.timeout_s)
+    except TimeoutError:  # before OSError, which it is
+        return _Attempt(None, "timeout")
+    except ssl.SSLCertVerificationError:  # also an OSError, but the fix is the user's trust store
+        return _Attempt(None, "tls_certificate")
+    except (OSError, httptools.HttpParserError):
+        return _Attempt(None, "connection")
+    if not 200 <= status < 300:
+        return _Attempt(status, f"http_{status}")
+    return reader.result(status)
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, api: Api) -> _Attempt:
-    """Times each content-bearing event as it arrives; the server's count is taken from the
-    last event that has one (the final one), falling back to the number of content events."""
-    times: list[float] = []
-    counts: tuple[int, int] | None = None
-    async for raw in resp.content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
+class _BodyReader:
+    """A whole JSON response; llama-server's reply usually arrives in one piece."""
+
+    __slots__ = ("_api", "_chunks")
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self._chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def result(self, status: int) -> _Attempt:
+        try:
+            counts = _counts(self._api, _json_object(b"".join(self._chunks)))
+        except (ValueError, TypeError, KeyError, AttributeError):  # malformed JSON or shape
+            counts = None
+        if counts is None:
+            return _Attempt(status, "bad_response")
+        return _Attempt(status, None, *counts)
+
+
+class _StreamReader:
+    """Server-sent events parsed as bytes as they arrive, inside the socket's callback.
+
+    Each content-bearing event is timed at the arrival of the bytes that completed it; the
+    server's count is taken from the last event that has one (the final one), falling back to
+    the number of content events. A malformed event spoils the attempt, yet the stream is read
+    to its end so the connection can be reused."""
+
+    __slots__ = ("_api", "_counts", "_error", "_rest", "_times")
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self._times: list[float] = []
+        self._counts: tuple[int, int] | None = None
+        self._rest = b""
+        self._error = False
+
+    def feed(self, data: bytes) -> None:
         now = time.perf_counter()
+        lines = (self._rest + data).split(b"\n") if self._rest else data.split(b"\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self._line(line, now)
+
+    def _line(self, line: bytes, now: float) -> None:
+        if self._error or not line.startswith(b"data:"):
+            return
         payload = line[5:].strip()
         if payload == b"[DONE]":
-            continue  # read on to the end, so the connection can be reused
-        event = _json_object(payload)
-        if "error" in event:
-            return _Attempt(resp.status, "bad_response")
-        if _content(api, event):
-            times.append(now)
-        counts = _counts(api, event) or counts
-    if counts is None:
-        if not times:
-            return _Attempt(resp.status, "bad_response")
-        counts = (len(times), 0)
-    return _Attempt(resp.status, None, *counts, tuple(times))
+            return
+        try:
+            event = _json_object(payload)
+            if "error" in event:
+                raise ValueError("the server reported an error")
+            if _content(self._api, event):
+                self._times.append(now)
+            self._counts = _counts(self._api, event) or self._counts
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self._error = True
+
+    def result(self, status: int) -> _Attempt:
+        if self._rest:
+            self._line(self._rest, time.perf_counter())
+        if self._error:
+            return _Attempt(status, "bad_response")
+        counts = self._counts
+        if counts is None:
+            if not self._times:
+                return _Attempt(status, "bad_response")
+            counts = (len(self._times), 0)
+        return _Attempt(status, None, *counts, tuple(self._times))
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
-    value = json.loads(data)
+    value = orjson.loads(data)
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value

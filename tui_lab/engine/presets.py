@@ -127,10 +127,13 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib says "Invalid value (at line 3, column 7)"; lead with the line like the rest.
-        found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(exc))
+        found = re.fullmatch(r"(.*) \(at (?:line (\d+), column (\d+)|end of document)\)", str(exc))
         if found is None:
             raise LabError(f"{path}: {exc}") from None
         reason, line, column = found.groups()
+        if line is None:  # e.g. an unclosed array: the file ends where it should not
+            last = len(text.splitlines()) or 1
+            raise LabError(f"{path}: line {last}: {reason} (the file ends too early)") from None
         raise LabError(f"{path}: line {line}: {reason} (column {column})") from None
 
 
@@ -195,7 +198,10 @@ def _write(path: Path, data: dict[str, Any]) -> None:
         raise LabError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def find_model_candidates(max_depth: int = 3) -> list[Path]:
+DEFAULT_SEARCH_DEPTH = 3
+
+
+def find_model_candidates(max_depth: int = DEFAULT_SEARCH_DEPTH) -> list[Path]:
     """GGUF files in the usual model folders, for the model picker.
 
     The walk stops `max_depth` folders below each root and skips hidden and unreadable

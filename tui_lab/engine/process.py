@@ -3,6 +3,8 @@
 Every llama-server and nginx the lab starts is a `ManagedProcess`, so stopping is uniform
 (SIGTERM to the group, SIGKILL after a grace period) and none outlives the lab: on Linux the
 kernel sends SIGTERM to the child when the lab dies (`PR_SET_PDEATHSIG`), even on SIGKILL.
+Elsewhere (macOS) a watchdog process per child does it (watchdog.py). Each child is also
+recorded in its run folder, so the next start can offer to stop any that survived even that.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tui_lab.engine.leftovers import record_child
+from tui_lab.engine.pids import alive_as_started, start_time
 
 PR_SET_PDEATHSIG = 1
 
@@ -40,6 +47,24 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
 
 _DIE_WITH_PARENT = _die_with_parent_hook()
+# Without the kernel's help, a watchdog process per child does the same job (macOS).
+_WATCHDOG = _DIE_WITH_PARENT is None
+
+
+async def _start_watchdog(group: int) -> None:
+    lab = os.getpid()
+    await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tui_lab.engine.watchdog",
+        str(lab),
+        repr(start_time(lab)),
+        str(group),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # it must outlive a SIGKILLed lab: that is its job
+    )
 
 
 class ManagedProcess:
@@ -87,6 +112,9 @@ class ManagedProcess:
                 preexec_fn=_DIE_WITH_PARENT,
                 env=self.env,
             )
+        record_child(self.log_path.parent, self.name, self._proc.pid)
+        if _WATCHDOG:
+            await _start_watchdog(self._proc.pid)
         self._waiter = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> int:
@@ -128,3 +156,30 @@ class ManagedProcess:
                 return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
         except OSError:
             return []
+
+
+def spawn_detached(
+    argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a lab process that outlives the terminal: its own session (no SIGHUP when the SSH
+    session drops), no stdin, output to `log_path`. Its own children still die with it."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def terminate_and_wait(pid: int, started: float | None, timeout_s: float) -> bool:
+    """SIGTERM a lab process and give it `timeout_s` to stop its servers and end; False when
+    it is still running then (the caller decides how to force it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive_as_started(pid, started):
+        time.sleep(0.1)
+    return not alive_as_started(pid, started)

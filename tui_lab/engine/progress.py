@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import time
 
-from tui_lab.engine.events import CellFinished, CellStarted, Event, RequestDone, RunStarted
+from tui_lab.engine.events import (
+    CellFinished,
+    CellStarted,
+    Event,
+    RequestDone,
+    RequestsDone,
+    RunStarted,
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -48,6 +55,9 @@ class ProgressTracker:
         elif isinstance(event, RequestDone):
             self.requests_done += 1
             self.requests_failed += 0 if event.record.ok else 1
+        elif isinstance(event, RequestsDone):
+            self.requests_done += event.ok + event.failed
+            self.requests_failed += event.failed
         elif isinstance(event, CellFinished):
             self.cells_done += 1
 

@@ -35,6 +35,18 @@ class ResultsFileError(LabError, ValueError):
     """
 
 
+def make_results_folder(folder: Path) -> None:
+    """Before any server starts: a results path that is a file or not writable is bad input."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LabError(f"--results: {folder} is a file, not a folder") from None
+    except OSError as exc:
+        raise LabError(f"--results: cannot create {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LabError(f"--results: {folder} is not writable")
+
+
 class ResultsWriter:
     """One sweep's files: <folder>/<stem>.csv (header + rows), <stem>.jsonl (one JSON object per
     row), <stem>.meta.json (config + machine facts)."""
@@ -46,7 +58,7 @@ class ResultsWriter:
         config: Mapping[str, object],
         machine: Mapping[str, object],
     ) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_results_folder(folder)
         started = datetime.now(UTC)
         self.stem = _unique_stem(folder, f"{sweep_name}-{started:%Y%m%dT%H%M%SZ}")
         self.csv_path = folder / f"{self.stem}.csv"
@@ -65,14 +77,49 @@ class ResultsWriter:
             json.dump(meta, meta_file, indent=2, default=str)
             meta_file.write("\n")
             _sync(meta_file)
-        self._csv_file = self.csv_path.open("x", encoding="utf-8", newline="")
-        self._jsonl_file = self.jsonl_path.open("x", encoding="utf-8")
-        self._csv = csv.writer(self._csv_file)
-        self._columns: tuple[str, ...] | None = None
+        self._open("x", columns=None)
         _sync_dir(folder)
+
+    @classmethod
+    def append_to(cls, meta_path: Path) -> ResultsWriter:
+        """Reopen an interrupted sweep's files to add rows: a partly written last line is cut
+        away first, and a row the crash left in the JSONL only is copied to the CSV, so the two
+        files agree again before anything new is appended."""
+        meta = read_meta(meta_path)
+        writer = cls.__new__(cls)
+        writer.stem = meta_path.name.removesuffix(".meta.json")
+        writer.meta_path = meta_path
+        writer.csv_path = meta_path.with_name(str(meta["csv"]))
+        writer.jsonl_path = meta_path.with_name(str(meta["jsonl"]))
+        for path in (writer.csv_path, writer.jsonl_path):
+            if not path.is_file():
+                raise ResultsFileError(f"{path}: missing (named in {meta_path})")
+            drop_partial_tail(path)
+        header, csv_rows = _csv_records(writer.csv_path, writer.csv_path.read_text("utf-8"))
+        jsonl_rows = read_rows(writer.jsonl_path)
+        writer._open("a", columns=tuple(header) if header else None)
+        if writer.jsonl_path.read_bytes()[-1:] not in (b"", b"\n"):
+            writer._jsonl_file.write("\n")  # a complete last row that lacked only its newline
+        for row in jsonl_rows[len(csv_rows) :]:
+            writer._write_csv(row)
+        _sync(writer._jsonl_file)
+        _sync(writer._csv_file)
+        return writer
+
+    def _open(self, mode: Literal["x", "a"], columns: tuple[str, ...] | None) -> None:
+        self._csv_file = self.csv_path.open(mode, encoding="utf-8", newline="")
+        self._jsonl_file = self.jsonl_path.open(mode, encoding="utf-8")
+        self._csv = csv.writer(self._csv_file)
+        self._columns = columns
 
     def write(self, row: Row) -> None:
         """Append one cell's row to both files and force it to disk before returning."""
+        self._write_csv(row)
+        self._jsonl_file.write(json.dumps(dict(row), ensure_ascii=False, default=str) + "\n")
+        _sync(self._jsonl_file)
+        _sync(self._csv_file)
+
+    def _write_csv(self, row: Row) -> None:
         if self._columns is None:
             self._columns = tuple(row)
             self._csv.writerow(self._columns)
@@ -82,10 +129,7 @@ class ResultsWriter:
             raise ValueError(
                 f"row keys differ from the CSV header: missing {missing}, extra {extra}"
             )
-        self._jsonl_file.write(json.dumps(dict(row), ensure_ascii=False, default=str) + "\n")
         self._csv.writerow(_csv_cell(row[column]) for column in self._columns)
-        _sync(self._jsonl_file)
-        _sync(self._csv_file)
 
     def close(self) -> None:
         self._csv_file.close()
@@ -133,45 +177,126 @@ def _csv_cell(value: object) -> object:
     return value
 
 
-def read_rows(path: Path) -> list[dict[str, object]]:
-    """Rows of a .jsonl or .csv results file, tolerating the half-written last line a killed
-    sweep leaves behind."""
+_META_NAMES = ("sweep_name", "csv", "jsonl")
+
+
+def read_meta(meta_path: Path) -> dict[str, object]:
+    """A sweep's <stem>.meta.json, as written by `ResultsWriter`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ResultsFileError(f"{meta_path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ResultsFileError(f"{meta_path}: not a JSON file") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in _META_NAMES):
+        raise ResultsFileError(f"{meta_path}: not a sweep's meta file (no csv and jsonl names)")
+    return meta
+
+
+def complete_length(suffix: str, data: bytes) -> int:
+    """How many leading bytes of a results file hold whole rows; the rest is the partly written
+    last row a crash mid-write leaves behind.
+
+    A JSONL row is whole when its line parses (a row that lacks only its newline is whole). A
+    CSV record is whole when its line ending falls outside quotes: the csv module doubles every
+    quote inside a field, so an odd count so far means an unfinished quoted field.
+    """
+    if suffix == ".jsonl":
+        body = data.rstrip()
+        start = body.rfind(b"\n") + 1
+        if not body[start:]:
+            return len(data)
+        try:
+            whole = isinstance(json.loads(body[start:]), dict)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            whole = False
+        return len(data) if whole else start
+    end = 0
+    quoted = False
+    for offset, line in _lines_with_offsets(data):
+        quoted ^= line.count(b'"') % 2 == 1
+        if line.endswith(b"\n") and not quoted:
+            end = offset + len(line)
+    return end if data[end:].strip() else len(data)
+
+
+def _lines_with_offsets(data: bytes) -> list[tuple[int, bytes]]:
+    offset, out = 0, []
+    for line in data.splitlines(keepends=True):
+        out.append((offset, line))
+        offset += len(line)
+    return out
+
+
+def drop_partial_tail(path: Path) -> bool:
+    """Cut a partly written last row off `path` (before appending to it); True when cut."""
+    with path.open("r+b") as file:
+        data = file.read()
+        keep = complete_length(path.suffix, data)
+        if keep == len(data):
+            return False
+        file.truncate(keep)
+        os.fsync(file.fileno())
+    return True
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """Rows of a .jsonl or .csv results file, ignoring only the partly written last row a killed
+    sweep leaves behind; any other bad line is reported with its path and line number."""
+    if path.suffix not in (".jsonl", ".csv"):
+        raise ResultsFileError(f"{path}: not a results file (expected .jsonl or .csv)")
+    try:
+        data = path.read_bytes()
     except OSError as error:
         raise ResultsFileError(f"{path}: {error.strerror or error}") from None
+    try:
+        text = data[: complete_length(path.suffix, data)].decode("utf-8")
     except UnicodeDecodeError:
         raise ResultsFileError(f"{path}: not a UTF-8 text file") from None
     if path.suffix == ".jsonl":
         return _jsonl_rows(path, text)
-    if path.suffix == ".csv":
-        return _csv_rows(text)
-    raise ResultsFileError(f"{path}: not a results file (expected .jsonl or .csv)")
+    header, records = _csv_records(path, text)
+    return [
+        {key: _parse_cell(value) for key, value in zip(header, record, strict=True)}
+        for record in records
+    ]
 
 
 def _jsonl_rows(path: Path, text: str) -> list[dict[str, object]]:
-    numbered = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     rows: list[dict[str, object]] = []
-    for position, (number, line) in enumerate(numbered, 1):
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
         try:
             parsed = json.loads(line)
         except json.JSONDecodeError:
             parsed = None
-        if isinstance(parsed, dict):
-            rows.append(parsed)
-        elif position < len(numbered):
+        if not isinstance(parsed, dict):
             raise ResultsFileError(f"{path}:{number}: not a JSON object")
-        # else: the last line was cut short by a crash mid-write; the cell is simply not there.
+        rows.append(parsed)
     return rows
 
 
-def _csv_rows(text: str) -> list[dict[str, object]]:
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # drop a row cut short by a crash mid-write
-    return [
-        {key: _parse_cell(value) for key, value in record.items()}
-        for record in csv.DictReader(io.StringIO(text))
-    ]
+def _csv_records(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the records of CSV text with whole rows only; a record whose field count
+    differs from the header's is reported with the line it starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    records: list[list[str]] = []
+    line = 1
+    for record in reader:
+        if not record:
+            pass  # a blank line
+        elif not header:
+            header = record
+        elif len(record) != len(header):
+            raise ResultsFileError(
+                f"{path}:{line}: {len(record)} fields where the header has {len(header)}"
+            )
+        else:
+            records.append(record)
+        line = reader.line_num + 1
+    return header, records
 
 
 def _parse_cell(value: str | None) -> object:

@@ -6,9 +6,11 @@ state folder, never in a system location.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -34,3 +36,12 @@ def new_run_dir(kind: str) -> Path:
 def cluster_dir() -> Path:
     private_dir(lab_home())
     return private_dir(lab_home() / "cluster")
+
+
+def write_state_file(path: Path, state: dict[str, Any]) -> None:
+    """Atomic replace, so a reader never sees half a file; readable by the user only."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=2)
+    tmp.replace(path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tui_lab.engine import runs
+from tui_lab.engine import runs, search
 from tui_lab.engine.config import (
     DEFAULT_BASE_PORT,
     DEFAULT_HOST,
@@ -31,6 +31,7 @@ from tui_lab.engine.config import (
 )
 from tui_lab.engine.discovery import find_model, find_nginx, find_server
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.ports import check_port_layout
 from tui_lab.engine.runs import Plan, ServerOptions
 
 RUN_KINDS: dict[str, str] = {
@@ -40,6 +41,7 @@ RUN_KINDS: dict[str, str] = {
     "sweep-threads": "Threads sweep: --threads x --threads-http on one server",
     "sweep-round-robin": "Round-robin sweep: n_predict x concurrency through nginx",
     "sweep-full": "Full sweep: instances x parallel x concurrency (x batch x ubatch x balance)",
+    "sweep-adaptive": "Adaptive sweep: the full sweep's cells, searched for the best quickly",
 }
 # A standing cluster serves outside clients whose prompts are unknown: size each slot for a
 # prompt budget plus this many generated tokens unless the user sets --ctx-per-slot.
@@ -80,6 +82,12 @@ class RunSettings:
     results: str = "results"
     stop_on_error: bool = False
     upstream_keepalive: bool = False
+    detach: bool = False  # run on without the terminal; see engine/detached.py
+    # The adaptive sweep's own knobs (engine/search.py); blank bounds mean none.
+    plateau: str = str(round(search.DEFAULT_PLATEAU * 100))
+    finalists: str = str(search.DEFAULT_FINALISTS)
+    max_p99_ms: str = ""
+    max_ttft_ms: str = ""
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str) -> RunSettings:
@@ -169,6 +177,8 @@ RELEVANT: dict[str, set[str]] = {
     "sweep-full": _COMMON
     | {"instances", "parallel", "concurrency", "batch_size", "ubatch_size", "balance"},
 }
+SEARCH_FIELDS = {"plateau", "finalists", "max_p99_ms", "max_ttft_ms"}
+RELEVANT["sweep-adaptive"] = RELEVANT["sweep-full"] | SEARCH_FIELDS
 
 
 def _takes_lists(kind: str) -> set[str]:
@@ -184,7 +194,21 @@ def _takes_lists(kind: str) -> set[str]:
             "ubatch_size",
             "balance",
         },
-    }.get(kind, set())
+    }.get("sweep-full" if kind == "sweep-adaptive" else kind, set())
+
+
+def defaults_for(kind: str) -> RunSettings:
+    """The defaults of one run kind: where it takes one value, the last of the default list,
+    so `llamalab sweep threads` with no flags runs instead of refusing its own defaults."""
+    base = RunSettings(kind=kind)
+    lists = _takes_lists(kind)
+    return base.with_values(
+        **{
+            name: getattr(base, name).split(",")[-1]
+            for name in ("instances", "parallel", "concurrency")
+            if name not in lists
+        }
+    )
 
 
 def _list_check(kind: str, name: str) -> Callable[[str], object]:
@@ -209,10 +233,42 @@ def single_balance(text: str) -> str:
     return values[0]
 
 
+def _optional_number(text: str, name: str) -> float | None:
+    return None if not text.strip() else _number(text.strip(), name)
+
+
+def _plateau(text: str) -> float:
+    value = _number(text.strip(), "plateau")
+    if value >= 100:
+        raise LabError("--plateau: a percentage below 100")
+    return value / 100
+
+
+_SEARCH_CHECKS: dict[str, Callable[[str], object]] = {
+    "plateau": _plateau,
+    "finalists": lambda t: _int(t, "finalists"),
+    "max_p99_ms": lambda t: _optional_number(t, "max-p99-ms"),
+    "max_ttft_ms": lambda t: _optional_number(t, "max-ttft-ms"),
+}
+
+
+def search_settings(s: RunSettings) -> search.SearchSettings:
+    """The adaptive search's knobs; a TTFT bound needs streaming, the only way TTFT is seen."""
+    max_ttft_ms = _optional_number(s.max_ttft_ms, "max-ttft-ms")
+    if max_ttft_ms is not None and not s.stream:
+        raise LabError("--max-ttft-ms: TTFT is measured only with --stream")
+    return search.SearchSettings(
+        plateau=_plateau(s.plateau),
+        finalists=_int(s.finalists, "finalists"),
+        max_p99_ms=_optional_number(s.max_p99_ms, "max-p99-ms"),
+        max_ttft_ms=max_ttft_ms,
+    )
+
+
 def _checks(settings: RunSettings) -> dict[str, Callable[[str], object]]:
     kind = settings.kind if settings.kind in RUN_KINDS else "sweep-full"
     checks: dict[str, Callable[[str], object]] = {
-        name: _list_check(kind, name) for name in sorted(RELEVANT[kind])
+        name: _SEARCH_CHECKS.get(name) or _list_check(kind, name) for name in sorted(RELEVANT[kind])
     }
     checks.update(
         kind=_kind,
@@ -327,7 +383,15 @@ def build_plan(s: RunSettings) -> Plan:
             ubatch_sizes=parse_int_list(s.ubatch_size, "ubatch-size", allow_default=True),
             balances=parse_balances(s.balance),
         )
+        if s.kind == "sweep-adaptive":
+            plan = runs.adaptive_sweep(search_settings(s), plan)
     _check_ctx(plan)
+    check_port_layout(
+        _port(s.base_port, "base-port"),
+        _port(s.nginx_port, "nginx-port"),
+        max(c.layout.instances for c in plan.cells),
+        proxied=any(c.layout.proxied for c in plan.cells),
+    )
     return plan
 
 
@@ -341,8 +405,9 @@ def _check_ctx(plan: Plan) -> None:
             )
 
 
-def cluster_layout(s: RunSettings) -> Layout:
-    """The standing cluster's servers: one instance count and slot count, no client load."""
+def cluster_layout(s: RunSettings, n_predict: int = CLUSTER_N_PREDICT) -> Layout:
+    """The standing cluster's servers: one instance count and slot count, no client load
+    (the pre-flight sizes the same layout for a given n_predict)."""
     for name in (
         "instances",
         "parallel",
@@ -358,7 +423,7 @@ def cluster_layout(s: RunSettings) -> Layout:
     return Layout(
         instances=one_value(s.instances, "instances"),
         parallel=parallel,
-        ctx_size=computed_ctx_size(parallel, CLUSTER_N_PREDICT, opts.ctx_per_slot),
+        ctx_size=computed_ctx_size(parallel, n_predict, opts.ctx_per_slot),
         threads=opts.threads,
         threads_http=opts.threads_http,
         extra_args=opts.extra_args,
@@ -390,6 +455,11 @@ def lab_config(s: RunSettings, *, need_nginx: bool) -> LabConfig:
 
 def estimate(plan: Plan) -> str:
     """What the user is about to start, in one line: cells, server starts, requests."""
+    if plan.search is not None:
+        return (
+            f"searches {len(plan.cells)} cells of {len(search.lanes(plan.cells))} layouts: "
+            f"short probes, then full cells for the {plan.search.finalists} best"
+        )
     starts = sum(
         1 for i, c in enumerate(plan.cells) if i == 0 or c.layout != plan.cells[i - 1].layout
     )

@@ -1,4 +1,5 @@
-"""The six runs of the original lab, each a plan: an ordered list of cells.
+"""The six runs of the original lab, each a plan: an ordered list of cells; and the adaptive
+sweep, whose plan is the space of cells its search picks from.
 
 Cells are ordered server-side parameters outermost, so consecutive cells share a layout and the
 executor restarts servers only when a server-side parameter changes.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tui_lab.engine.config import (
     Balance,
@@ -18,15 +19,17 @@ from tui_lab.engine.config import (
     computed_ctx_size,
     default_threads_http,
 )
+from tui_lab.engine.search import SearchSettings
 
 RUN_NAMES = ("single", "concurrent", "round-robin")
-SWEEP_NAMES = ("threads", "round-robin", "full")
+SWEEP_NAMES = ("threads", "round-robin", "full", "adaptive")
 
 
 @dataclass(frozen=True)
 class Plan:
     run: str  # e.g. "test-single", "sweep-full": names the results files
     cells: tuple[Cell, ...]
+    search: SearchSettings | None = None  # adaptive: cells are a space to search, not a list
 
     @property
     def requests(self) -> int:
@@ -188,3 +191,8 @@ def full_sweep(
         for bal, c in itertools.product(balances, concurrencies):
             cells.append(_cell(layout, bal, c, load.n_predict, load))
     return Plan("sweep-full", tuple(cells))
+
+
+def adaptive_sweep(search: SearchSettings, grid: Plan) -> Plan:
+    """A full sweep's cells as the space the adaptive search picks from."""
+    return replace(grid, run="sweep-adaptive", search=search)

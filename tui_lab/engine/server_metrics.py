@@ -21,16 +21,30 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-async def scrape(session: aiohttp.ClientSession, base_url: str) -> dict[str, float]:
-    async with session.get(f"{base_url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """llama-server started with --api-key guards /metrics and /slots too (only /health and
+    the model list are public): without the key, every figure would silently be missing."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+async def scrape(
+    session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
+) -> dict[str, float]:
+    async with session.get(
+        f"{base_url}/metrics",
+        headers=auth_headers(api_key),
+        timeout=aiohttp.ClientTimeout(total=5),
+    ) as resp:
         resp.raise_for_status()
         return parse_metrics(await resp.text())
 
 
-async def tokens_predicted(session: aiohttp.ClientSession, base_url: str) -> int | None:
+async def tokens_predicted(
+    session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
+) -> int | None:
     """The server's count of generated tokens, or None when it cannot be read."""
     try:
-        value = (await scrape(session, base_url)).get(TOKENS_PREDICTED)
+        value = (await scrape(session, base_url, api_key)).get(TOKENS_PREDICTED)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
     return None if value is None else int(value)

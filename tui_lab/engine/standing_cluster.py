@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -28,8 +27,16 @@ from tui_lab.engine.config import Balance, LabConfig, Layout
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event, ProcessState, ProcessStatus
 from tui_lab.engine.instance import control_session, http_url
+from tui_lab.engine.pids import alive_as_started
 from tui_lab.engine.ports import ensure_free
-from tui_lab.engine.run_folder import cluster_dir
+from tui_lab.engine.process import spawn_detached, terminate_and_wait
+from tui_lab.engine.run_folder import cluster_dir, write_state_file
+from tui_lab.engine.telemetry import (
+    NOT_RUNNING_REASON,
+    InstanceTelemetry,
+    TelemetryCollector,
+    Watched,
+)
 
 STATE_FILE = "state.json"
 STOP_TIMEOUT_S = 30.0
@@ -49,30 +56,11 @@ def read_state() -> dict[str, Any] | None:
 
 
 def write_state(state: dict[str, Any]) -> None:
-    """Atomic replace, so a reader never sees half a file."""
-    path = state_path()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=2)
-    tmp.replace(path)
-
-
-def _process_alive(pid: int | None, started: float | None) -> bool:
-    """Alive and the same process (not a recycled PID)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(proc.create_time() - started) < 1.0
-    except psutil.Error:
-        return False
+    write_state_file(state_path(), state)
 
 
 def supervisor_alive(state: dict[str, Any]) -> bool:
-    return _process_alive(state.get("supervisor_pid"), state.get("supervisor_started"))
+    return alive_as_started(state.get("supervisor_pid"), state.get("supervisor_started"))
 
 
 def running_state() -> dict[str, Any] | None:
@@ -109,6 +97,7 @@ async def serve(lab: LabConfig, layout: Layout, balance: Balance) -> int:
         "status": "starting",
         "endpoint": http_url(lab.host, lab.nginx_port),
         "host": lab.host,
+        "api_key": lab.api_key,  # for the lab's own polls; never printed (see public_view)
         "model": str(lab.model),
         "instances_requested": layout.instances,
         "parallel": layout.parallel,
@@ -168,14 +157,9 @@ def start_detached(
         )
     ensure_free(lab.host, required_ports(lab, instances, True))
     log_path = cluster_dir() / "supervisor.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tui_lab.cli", "cluster", "serve", *serve_args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_detached(
+        [sys.executable, "-m", "tui_lab.cli", "cluster", "serve", *serve_args], log_path
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = read_state()
@@ -203,12 +187,7 @@ def stop_running() -> dict[str, Any] | None:
     if state is None:
         return None
     pid = state["supervisor_pid"]
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and supervisor_alive(state):
-        time.sleep(0.1)
-    if supervisor_alive(state):
+    if not terminate_and_wait(pid, state.get("supervisor_started"), STOP_TIMEOUT_S):
         for entry in [state["nginx"], *state["instances"]]:
             if entry.get("pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -237,11 +216,61 @@ async def live_status() -> dict[str, Any] | None:
     host = state["host"]
     async with control_session() as session:
         for entry in [state["nginx"], *state["instances"]]:
-            if not _process_alive(entry.get("pid"), None):
+            if not alive_as_started(entry.get("pid"), None):
                 entry["state"] = "stopped" if entry.get("state") == "stopped" else "crashed"
             else:
                 entry["state"] = await _probe(session, http_url(host, entry["port"]))
     return state
+
+
+FIGURES = (
+    "cpu_percent",
+    "rss_bytes",
+    "gpu_memory_bytes",
+    "gpu_reason",
+    "tokens_per_s",
+    "slots_busy",
+    "slots_total",
+    "requests_served",
+)
+FIGURES_GAP_S = 1.0
+
+
+def public_view(state: dict[str, Any]) -> dict[str, Any]:
+    """What `cluster status` shows: the state less the API key (a terminal is often shared,
+    and scrollback or logs keep what was printed)."""
+    return {k: v for k, v in state.items() if k != "api_key"}
+
+
+async def add_latest_figures(state: dict[str, Any], gap_s: float = FIGURES_GAP_S) -> None:
+    """Each instance's CPU, memory, GPU memory, tok/s and slots, written into its entry.
+
+    Two telemetry rounds `gap_s` apart: CPU % and tok/s are rates over an interval, so the first
+    round has none of them. A figure that cannot be read is None (the GPU's with its reason),
+    never a made-up 0.
+    """
+    collector = TelemetryCollector(lambda _: None)
+    host = state["host"]
+    try:
+        for entry in state["instances"]:
+            if entry.get("pid"):
+                url = http_url(host, entry["port"])
+                log = Path(entry["log"]) if entry.get("log") else None
+                collector.watch(
+                    Watched("server", entry["index"], entry["pid"], url, log, state.get("api_key"))
+                )
+        await collector.sample_once()
+        await asyncio.sleep(gap_s)
+        samples = await collector.sample_once()
+    finally:
+        collector.close()
+    latest = {s.index: s for s in samples if isinstance(s, InstanceTelemetry)}
+    for entry in state["instances"]:
+        sample = latest.get(entry["index"])
+        for name in FIGURES:
+            entry[name] = getattr(sample, name) if sample else None
+        if sample is None:
+            entry["gpu_reason"] = NOT_RUNNING_REASON
 
 
 def process_states(state: dict[str, Any]) -> list[ProcessState]:

@@ -8,6 +8,7 @@ was running; a cancelled run still stops every process it started.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tui_lab.engine.events import (
 from tui_lab.engine.instance import control_session
 from tui_lab.engine.load import LoadSpec, run_load
 from tui_lab.engine.ports import ensure_free
+from tui_lab.engine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.results import ResultsWriter
 from tui_lab.engine.runs import Plan
 from tui_lab.engine.server_metrics import tokens_predicted
@@ -87,7 +89,9 @@ async def warm_up(cluster: Cluster, api_key: str | None) -> None:
 
 async def server_token_counts(session: aiohttp.ClientSession, cluster: Cluster) -> list[int | None]:
     return list(
-        await asyncio.gather(*(tokens_predicted(session, i.url) for i in cluster.instances))
+        await asyncio.gather(
+            *(tokens_predicted(session, i.url, cluster.lab.api_key) for i in cluster.instances)
+        )
     )
 
 
@@ -118,6 +122,10 @@ def cell_row(
     }
 
 
+def row_error(row: dict[str, object]) -> str | None:
+    return str(row["error"]) if row["error"] else None
+
+
 class PlanRunner:
     """Runs one plan; the TUI holds on to it to ask which instances exist right now."""
 
@@ -129,6 +137,7 @@ class PlanRunner:
         emit: EventSink,
         run_dir: Path,
         results: ResultsWriter | None,
+        skip: Collection[int] = (),
     ) -> None:
         self.plan = plan
         self.lab = lab
@@ -136,18 +145,38 @@ class PlanRunner:
         self.emit = emit
         self.run_dir = run_dir
         self.results = results
+        self.skip = frozenset(skip)  # cells a resumed sweep has already measured
         self.cluster: Cluster | None = None
+        self.rows: list[dict[str, object]] = []  # this run's rows so far, in order
+
+    @property
+    def cells_total(self) -> int:
+        """The cells this run measures at most: what progress counts against."""
+        return len(self.plan.cells)
 
     async def run(self) -> Outcome:
+        todo = [(i, cell) for i, cell in enumerate(self.plan.cells, 1) if i not in self.skip]
+
+        async def in_order(session: aiohttp.ClientSession) -> None:
+            for index, cell in todo:
+                summary, row = await self.measure_cell(session, index, cell)
+                self.finish_cell(index, cell, summary, row)
+
+        return await self.execute(sum(cell.requests for _, cell in todo), in_order)
+
+    async def execute(
+        self, requests: int, cells: Callable[[aiohttp.ClientSession], Awaitable[None]]
+    ) -> Outcome:
+        """The frame of every run: ports checked, RunStarted, `cells` measured (in order, or as
+        the adaptive search picks them), then every server stopped and RunFinished, even when
+        cancelled."""
         check_plan_ports(self.plan, self.lab)
-        total = len(self.plan.cells)
-        self.emit(RunStarted(self.plan.run, total, self.plan.requests))
-        rows: list[dict[str, object]] = []
+        self.emit(RunStarted(self.plan.run, self.cells_total, requests))
+        self.rows = []
         cancelled = False
         try:
             async with control_session() as session:
-                for index, cell in enumerate(self.plan.cells, 1):
-                    rows.append(await self._run_cell(session, index, cell))
+                await cells(session)
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -155,15 +184,18 @@ class PlanRunner:
             if self.cluster is not None:
                 await asyncio.shield(self.cluster.stop())
                 self.cluster = None
+            rows = self.rows
             failed = sum(1 for r in rows if r["error"])
             csv = self.results.csv_path if self.results else None
             self.emit(RunFinished(self.plan.run, len(rows) - failed, failed, csv, cancelled))
         return Outcome(tuple(rows), csv, len(rows) - failed, failed)
 
-    async def _run_cell(
+    async def measure_cell(
         self, session: aiohttp.ClientSession, index: int, cell: Cell
-    ) -> dict[str, object]:
-        total = len(self.plan.cells)
+    ) -> tuple[RunSummary | None, dict[str, object]]:
+        """Measure one cell on servers of its layout: its figures and its row, not yet written
+        (`finish_cell` does), so a driver can add its own columns first."""
+        total = self.cells_total
         self.emit(CellStarted(index, total, cell.params()))
         summary: RunSummary | None = None
         server_tokens: list[int | None] | None = None
@@ -177,16 +209,30 @@ class PlanRunner:
             )
             server_tokens = _deltas(before, await server_token_counts(session, cluster))
             summary = summarize_load(result)
+        except DoesNotFit as exc:
+            error = f"skipped: {exc}"  # a verdict, not a failure: --stop-on-error goes on
+            self.emit(Notice("warning", f"cell {index}/{total} {error}"))
         except LabError as exc:
             if not self.lab.continue_on_error:
                 raise
             error = str(exc)
             self.emit(Notice("error", f"cell {index}/{total}: {error}"))
-        row = cell_row(self.plan, index, cell, summary, server_tokens, error)
+        return summary, cell_row(self.plan, index, cell, summary, server_tokens, error)
+
+    def finish_cell(
+        self,
+        index: int,
+        cell: Cell,
+        summary: RunSummary | None,
+        row: dict[str, object],
+        note: str = "",
+    ) -> None:
+        """Write the cell's row to disk at once, then tell the watchers."""
         if self.results is not None:
             self.results.write(row)
-        self.emit(CellFinished(index, total, cell.params(), summary, error))
-        return row
+        self.rows.append(row)
+        error = row_error(row)
+        self.emit(CellFinished(index, self.cells_total, cell.params(), summary, error, note))
 
     async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
         """Reuse the running servers unless a server-side parameter changed or one has died."""
@@ -201,6 +247,8 @@ class PlanRunner:
         if current is not None:
             self.cluster = None
             await current.stop()
+        # After the old servers are gone, whose memory the new ones will use.
+        await asyncio.to_thread(require_fit, self.lab.model, cell.layout)
         cluster = Cluster(
             self.lab,
             ClusterSpec(cell.layout, cell.balance, self.plan.max_concurrency),

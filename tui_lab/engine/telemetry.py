@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from time import monotonic
 from typing import NamedTuple
 
@@ -25,7 +26,8 @@ import pynvml
 
 from tui_lab.engine.events import ProcessRole
 from tui_lab.engine.instance import control_session
-from tui_lab.engine.server_metrics import TOKENS_PREDICTED, scrape
+from tui_lab.engine.request_log import RequestLogCounter
+from tui_lab.engine.server_metrics import TOKENS_PREDICTED, auth_headers, scrape
 
 POLL_TIMEOUT_S = 1.0  # a server slower than this to report is shown as not answering
 
@@ -58,6 +60,8 @@ class Watched:
     index: int
     pid: int
     url: str | None
+    log: Path | None = None  # a llama-server's log, where finished requests are counted
+    api_key: str | None = None  # the server's --api-key: its /metrics and /slots need it
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class InstanceTelemetry:
     requests_deferred: int | None
     tokens_predicted_total: int | None  # the server's counter: finished requests only
     tokens_per_s: float | None  # live: also counts tokens of requests still generating
+    requests_served: int | None  # finished requests, from the server's log
     answering: bool  # False: the process is gone or its server did not report this round
 
 
@@ -290,6 +295,7 @@ class TelemetryCollector:
         # the objects live across rounds; keyed by PID, so a replaced process starts afresh.
         self._processes: dict[int, psutil.Process] = {}
         self._counters: dict[tuple[str, int], _Counter] = {}
+        self._request_logs = RequestLogCounter()
         psutil.cpu_percent(interval=None)  # starts the machine-wide interval for the first round
 
     def watch(self, item: Watched) -> None:
@@ -321,17 +327,18 @@ class TelemetryCollector:
         now = monotonic()
         items = list(self._watched.values())
         async with control_session() as session:
-            families, (machine, per_pid, gpu_reason), reports = await asyncio.gather(
+            families, (machine, per_pid, gpu_reason), reports, served = await asyncio.gather(
                 asyncio.to_thread(self._read_families, [item.pid for item in items]),
                 asyncio.to_thread(self._read_host, now),
-                asyncio.gather(*(_poll(session, item.url) for item in items)),
+                asyncio.gather(*(_poll(session, item.url, item.api_key) for item in items)),
+                asyncio.to_thread(self._count_requests, items),
             )
         samples: list[object] = []
-        for item, family, report in zip(items, families, reports, strict=True):
+        for item, family, report, requests in zip(items, families, reports, served, strict=True):
             # Unwatched or replaced during the round: a sample would revive a row the UI dropped.
             if self._watched.get((item.role, item.index)) != item:
                 continue
-            samples.append(self._instance(item, now, family, report, per_pid, gpu_reason))
+            samples.append(self._instance(item, now, family, report, per_pid, gpu_reason, requests))
         samples.append(machine)
         for sample in samples:
             self._emit(sample)
@@ -345,6 +352,7 @@ class TelemetryCollector:
         report: _ServerReport | None,
         per_pid: Mapping[int, int],
         gpu_reason: str | None,
+        requests_served: int | None,
     ) -> InstanceTelemetry:
         if not family.alive:
             report = None
@@ -373,6 +381,7 @@ class TelemetryCollector:
             requests_deferred=server.requests_deferred,
             tokens_predicted_total=server.tokens_predicted_total,
             tokens_per_s=self._rate(item, report),
+            requests_served=requests_served,
             # nginx has nothing to poll: it answers as long as it runs.
             answering=family.alive and (item.url is None or report is not None),
         )
@@ -402,14 +411,24 @@ class TelemetryCollector:
             return None
         return (tokens - previous.tokens) / (report.time - previous.time)
 
+    def _count_requests(self, items: list[Watched]) -> list[int | None]:
+        """Runs in a thread: reads only what each server's log gained since the last round."""
+        self._request_logs.keep_only({item.log for item in items if item.log is not None})
+        return [self._request_logs.count(item.log) if item.log else None for item in items]
+
     def _read_families(self, pids: list[int]) -> list[_Family]:
         """Runs in a thread. Keeps the Process objects of this round's PIDs only."""
         kept: dict[int, psutil.Process] = {}
-        families = [self._read_family(pid, kept) for pid in pids]
+        # One pass over the process table per round, not one per watched process as
+        # Process.children() would: with 16 servers that pass was most of a round's cost.
+        children = _children_by_parent() if pids else {}
+        families = [self._read_family(pid, kept, children) for pid in pids]
         self._processes = kept
         return families
 
-    def _read_family(self, pid: int, kept: dict[int, psutil.Process]) -> _Family:
+    def _read_family(
+        self, pid: int, kept: dict[int, psutil.Process], children: Mapping[int, list[int]]
+    ) -> _Family:
         """A child seen for the first time adds 0 % CPU this round (psutil has no interval for
         it yet); the parent's first round has no CPU figure at all."""
         try:
@@ -417,13 +436,12 @@ class TelemetryCollector:
             if main.status() == psutil.STATUS_ZOMBIE:
                 return _GONE
             readings = [_read(main)]
-            children = main.children(recursive=True)
         except _PROCESS_GONE:
             return _GONE
-        for child in children:
+        for child in _descendants(pid, children):
             # A worker exiting mid-read is simply not counted; the parent's figures still hold.
             with contextlib.suppress(*_PROCESS_GONE):
-                readings.append(_read(self._process(child.pid, kept)[0]))
+                readings.append(_read(self._process(child, kept)[0]))
         return _Family(
             alive=True,
             pids=tuple(r.pid for r in readings),
@@ -460,6 +478,25 @@ class TelemetryCollector:
         return machine, per_pid, per_pid_reason
 
 
+def _children_by_parent() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info["ppid"]
+        if ppid is not None:
+            out.setdefault(ppid, []).append(proc.pid)
+    return out
+
+
+def _descendants(pid: int, children: Mapping[int, list[int]]) -> list[int]:
+    found: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, ()))
+    return found
+
+
 class _Reading(NamedTuple):
     pid: int
     cpu_percent: float
@@ -484,14 +521,18 @@ def _load_1m() -> float | None:
         return None
 
 
-async def _poll(session: aiohttp.ClientSession, url: str | None) -> _ServerReport | None:
+async def _poll(
+    session: aiohttp.ClientSession, url: str | None, api_key: str | None
+) -> _ServerReport | None:
     """/metrics and /slots, or None if either fails or is late. Asked at once, so the server
     usually answers both between the same two decode steps and the token counts agree."""
     if url is None:
         return None
     try:
         async with asyncio.timeout(POLL_TIMEOUT_S):
-            metrics, slots = await asyncio.gather(scrape(session, url), _slots(session, url))
+            metrics, slots = await asyncio.gather(
+                scrape(session, url, api_key), _slots(session, url, api_key)
+            )
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
     return _ServerReport(
@@ -505,8 +546,10 @@ async def _poll(session: aiohttp.ClientSession, url: str | None) -> _ServerRepor
     )
 
 
-async def _slots(session: aiohttp.ClientSession, url: str) -> list[dict[str, object]]:
-    async with session.get(f"{url}/slots") as resp:
+async def _slots(
+    session: aiohttp.ClientSession, url: str, api_key: str | None
+) -> list[dict[str, object]]:
+    async with session.get(f"{url}/slots", headers=auth_headers(api_key)) as resp:
         resp.raise_for_status()
         slots = await resp.json()
     if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):

@@ -8,6 +8,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from tui_lab.engine.config import exposure_warning
 from tui_lab.engine.run_settings import RunSettings, field_error
 
 FIELDS = (
@@ -26,6 +27,7 @@ class ClusterModal(ModalScreen[RunSettings | None]):
     ClusterModal Grid { grid-size: 2; grid-columns: 24 1fr; height: auto; grid-rows: 3; }
     ClusterModal Label { padding: 1 0 0 0; }
     ClusterModal #cluster-error { color: $error; height: auto; padding: 0; }
+    ClusterModal #cluster-error.-warning { color: $warning; }
     ClusterModal Horizontal { height: auto; align: right middle; }
     """
     BINDINGS = [("escape", "dismiss_none", "Cancel")]
@@ -59,7 +61,10 @@ class ClusterModal(ModalScreen[RunSettings | None]):
     def _validate(self) -> None:
         settings = self._current()
         errors = [e for name, _ in FIELDS if (e := field_error(settings, name))]
-        self.query_one("#cluster-error", Label).update(errors[0] if errors else "")
+        warning = exposure_warning(settings.host, settings.api_key)
+        message = self.query_one("#cluster-error", Label)
+        message.update(errors[0] if errors else warning or "")
+        message.set_class(not errors and warning is not None, "-warning")
         self.query_one("#cluster-start", Button).disabled = bool(errors)
 
     @on(Button.Pressed, "#cluster-start")

@@ -18,8 +18,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from tui_lab.assets_dir import ASSETS
-from tui_lab.engine.discovery import check_model, find_nginx, find_server
+from tui_lab.engine.config import exposure_warning
+from tui_lab.engine.discovery import check_model, default_model_path, find_nginx, find_server
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.preflight import largest
 from tui_lab.engine.presets import delete_preset, load_presets, save_last, save_preset
 from tui_lab.engine.run_settings import (
     RELEVANT,
@@ -29,6 +31,7 @@ from tui_lab.engine.run_settings import (
     estimate,
     field_error,
 )
+from tui_lab.engine.runs import Plan
 from tui_lab.screens.model_picker import ModelPicker
 
 Field = Input | Select[str] | Checkbox
@@ -46,6 +49,10 @@ GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("batch_size", "Batch size"),
             ("ubatch_size", "Ubatch size"),
             ("balance", "Balance"),
+            ("plateau", "Plateau % (stop)"),
+            ("finalists", "Finalists"),
+            ("max_p99_ms", "Max p99 latency ms"),
+            ("max_ttft_ms", "Max p99 TTFT ms"),
         ),
     ),
     (
@@ -68,6 +75,7 @@ GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("ready_timeout", "Ready timeout s"),
             ("stop_on_error", "Stop the sweep at the first failed cell"),
             ("upstream_keepalive", "nginx upstream keep-alive"),
+            ("detach", "Detached: the run goes on without this terminal"),
         ),
     ),
     (
@@ -99,6 +107,8 @@ PLACEHOLDERS = {
     "server_bin": "blank: LLAMA_SERVER_BIN, PATH or the bundled build",
     "nginx_bin": "blank: NGINX_BIN or PATH",
     "api_key": "blank: no key",
+    "max_p99_ms": "blank: no bound",
+    "max_ttft_ms": "blank: no bound (needs streaming)",
 }
 # Paths the engine checks only when a run starts; checking them as typed saves a failed start.
 PATH_CHECKS: dict[str, Callable[[str], object]] = {
@@ -206,22 +216,27 @@ class ConfigureScreen(Screen[RunSettings | None]):
         for name in DIMENSIONS:
             self.query_one(f"#field-{name}").display = name in RELEVANT[settings.kind]
         problems = [p for name in self._fields if (p := self._mark(settings, name))]
+        misfit = None
         try:
-            summary = estimate(build_plan(settings))
+            plan = build_plan(settings)
+            summary = estimate(plan)
+            misfit = _misfit(settings, plan)
         except LabError as exc:
             problems.insert(0, str(exc))
         line = self.query_one("#estimate", Static)
-        _show(line, problems[0] if problems else summary)
-        line.set_class(bool(problems), "-error")
+        _show(line, problems[0] if problems else summary + (f"; {misfit}" if misfit else ""))
+        line.set_class(bool(problems or misfit), "-error")
         self.query_one("#run", Button).disabled = bool(problems)
         return not problems
 
     def _mark(self, settings: RunSettings, name: str) -> str | None:
         problem = _problem(settings, name)
         self._fields[name].set_class(problem is not None, "-invalid")
+        warning = exposure_warning(settings.host, settings.api_key) if name == "host" else None
         error = self.query_one(f"#error-{name}", Static)
-        _show(error, problem or "")
-        error.display = problem is not None
+        _show(error, problem or warning or "")
+        error.set_class(problem is None and warning is not None, "-warning")
+        error.display = bool(problem or warning)
         return problem
 
     @on(Input.Submitted, ".setting")
@@ -304,6 +319,18 @@ def _show(static: Static, text: str) -> None:
     """Every update lays the whole screen out again; a keystroke usually changes no message."""
     if static.content != text:
         static.update(text)
+
+
+def _misfit(settings: RunSettings, plan: Plan) -> str | None:
+    """The memory pre-flight of the run's largest layout, when it does not fit (such cells are
+    skipped, so the run may still be worth starting). Nothing when the model cannot be read:
+    its field says why."""
+    model = Path(settings.model).expanduser() if settings.model else default_model_path()
+    try:
+        verdict = largest(model, (cell.layout for cell in plan.cells))
+    except LabError:
+        return None
+    return None if verdict.fits else f"largest layout does not fit: {verdict.summary()}"
 
 
 def _problem(settings: RunSettings, name: str) -> str | None:

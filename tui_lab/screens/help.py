@@ -18,7 +18,7 @@ HELP = """\
 | `r` | start / stop the round-robin cluster for outside clients |
 | `k` | restart the selected instance |
 | `l` | show the selected process's log |
-| `v` | results: every cell, best highlighted, plots |
+| `v` | results: every cell, best highlighted, plots; `R` resumes the sweep |
 | `ctrl+p` | command palette: every action by name |
 | `q` | quit (asks about a running cluster) |
 

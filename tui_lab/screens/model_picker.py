@@ -11,12 +11,14 @@ from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DirectoryTree, Label, OptionList
+from textual.widgets import DirectoryTree, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from tui_lab.engine.presets import find_model_candidates
+from tui_lab.engine.presets import DEFAULT_SEARCH_DEPTH, find_model_candidates
+
+MAX_SEARCH_DEPTH = 9  # deeper, and a big ~/Downloads turns the search into a disk scan
 
 
 class GgufTree(DirectoryTree):
@@ -31,6 +33,8 @@ class ModelPicker(ModalScreen[Path | None]):
     ModelPicker { align: center middle; }
     ModelPicker > Vertical { width: 90%; height: 90%; border: thick $accent; padding: 0 1; }
     ModelPicker #found { height: auto; max-height: 8; margin-bottom: 1; }
+    ModelPicker #search { height: 1; }
+    ModelPicker #depth { width: 5; height: 1; border: none; padding: 0; }
     ModelPicker GgufTree { height: 1fr; }
     """
     BINDINGS = [("escape", "dismiss_none", "Cancel")]
@@ -38,15 +42,27 @@ class ModelPicker(ModalScreen[Path | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("[b]Choose a model[/b]: found in the usual folders, or browse from ~")
+            with Horizontal(id="search"):
+                yield Label("folders searched this deep below each usual folder (0-9): ")
+                yield Input(str(DEFAULT_SEARCH_DEPTH), id="depth", max_length=1, type="integer")
             yield OptionList(Option("searching…", disabled=True), id="found")
             yield GgufTree(Path.home())
 
     def on_mount(self) -> None:
-        self.run_worker(self._find(), exit_on_error=False)
+        self.query_one("#found").focus()
+        self._search(DEFAULT_SEARCH_DEPTH)
 
-    async def _find(self) -> None:
+    @on(Input.Changed, "#depth")
+    def _depth_changed(self, event: Input.Changed) -> None:
+        if event.value.isdigit() and int(event.value) <= MAX_SEARCH_DEPTH:
+            self._search(int(event.value))
+
+    def _search(self, depth: int) -> None:
+        self.run_worker(self._find(depth), group="search", exclusive=True, exit_on_error=False)
+
+    async def _find(self, depth: int) -> None:
         """The walk touches the disk, maybe a slow one: keep it off the event loop."""
-        paths = await asyncio.to_thread(find_model_candidates)
+        paths = await asyncio.to_thread(find_model_candidates, depth)
         found = self.query_one("#found", OptionList)
         found.clear_options()
         if paths:

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent,
 from textual_plotext import PlotextPlot
 
 from tui_lab.engine.results import ResultsFileError, read_rows
+from tui_lab.messages import ResumeSweep
 
 COLUMNS = (
     "cell",
@@ -30,8 +31,16 @@ FIELD = "output_tok_per_s"
 
 
 def best_row(rows: list[dict[str, object]]) -> dict[str, object] | None:
-    """The fastest cell that had no error: a failed cell is never the answer."""
-    good = [r for r in rows if not r.get("error") and isinstance(r.get(FIELD), int | float)]
+    """The fastest cell that had no error: a failed cell is never the answer, nor an adaptive
+    sweep's probe or a full cell of it over its latency bound."""
+    good = [
+        r
+        for r in rows
+        if not r.get("error")
+        and isinstance(r.get(FIELD), int | float)
+        and r.get("phase", "full") == "full"
+        and r.get("eligible", True)
+    ]
     return max(good, key=lambda r: float(r[FIELD]), default=None)  # type: ignore[arg-type]
 
 
@@ -42,7 +51,11 @@ def _cell_text(value: object) -> str:
 
 
 class ResultsScreen(Screen[None]):
-    BINDINGS = [("escape", "app.pop_screen", "Back"), ("o", "sort", "Sort by column")]
+    BINDINGS = [
+        ("escape", "app.pop_screen", "Back"),
+        ("o", "sort", "Sort by column"),
+        ("R", "resume", "Resume"),
+    ]
     DEFAULT_CSS = """
     ResultsScreen #results-summary { height: auto; padding: 0 1; }
     ResultsScreen #results-files { height: 5; }
@@ -172,6 +185,14 @@ class ResultsScreen(Screen[None]):
 
         table.sort(column, key=key, reverse=self._sort_reverse)
         self._sort_reverse = not self._sort_reverse
+
+    def action_resume(self) -> None:
+        """Back to the dashboard, which runs the cells of this sweep that have no row yet."""
+        if self.current is None:
+            self.notify("no sweep to resume", severity="warning")
+            return
+        self.app.pop_screen()
+        self.app.post_message(ResumeSweep(self.current))
 
     @on(OptionList.OptionSelected, "#results-files")
     def _choose_file(self, event: OptionList.OptionSelected) -> None:

@@ -1,4 +1,4 @@
-"""One row per llama-server and one for nginx: state, slots, tokens, CPU, memory, GPU memory."""
+"""One row per llama-server and one for nginx: state, slots, requests, CPU, memory, GPU memory."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from tui_lab.engine.events import ProcessState
 from tui_lab.engine.telemetry import InstanceTelemetry
+from tui_lab.engine.units import human_bytes
 
 COLUMNS = (
     ("proc", "Process"),
@@ -18,7 +21,7 @@ COLUMNS = (
     ("pid", "PID"),
     ("state", "State"),
     ("slots", "Slots"),
-    ("tokens", "Tokens"),
+    ("reqs", "Reqs"),
     ("tps", "tok/s"),
     ("cpu", "CPU%"),
     ("rss", "RSS"),
@@ -34,18 +37,7 @@ STATE_STYLE = {
     "stopped": "dim",
     "not answering": "red",
 }
-FIGURES = ("slots", "tokens", "tps", "cpu", "rss", "gpu")
-
-
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024:
-            return f"{size:.0f}{unit}" if unit in ("B", "K") else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"
+FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu")
 
 
 def uptime(since: float | None) -> str:
@@ -82,8 +74,13 @@ class InstanceTable(DataTable[str | Text]):
         self.rows_info: dict[str, RowInfo] = {}
 
     def _set(self, key: str, column: str, value: str | Text) -> None:
-        """Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate."""
-        self.update_cell(key, column, value, update_width=True)
+        """Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate.
+        Only when the value is wider: DataTable measures every row of a column given a
+        narrower value (to shrink it), which with 16 instances sampled each second took a
+        fifth of a core (benchmarks/tui_cost.py)."""
+        width = value.cell_len if isinstance(value, Text) else cell_len(value)
+        wider = width > self.columns[ColumnKey(column)].content_width
+        self.update_cell(key, column, value, update_width=wider)
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -137,9 +134,9 @@ class InstanceTable(DataTable[str | Text]):
         slots = "-"
         if sample.slots_total is not None:
             slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
-        tokens, tps, cpu = sample.tokens_predicted_total, sample.tokens_per_s, sample.cpu_percent
+        served, tps, cpu = sample.requests_served, sample.tokens_per_s, sample.cpu_percent
         self._set(key, "slots", slots)
-        self._set(key, "tokens", "-" if tokens is None else str(tokens))
+        self._set(key, "reqs", "-" if served is None else str(served))
         self._set(key, "tps", "-" if tps is None else f"{tps:.1f}")
         self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
         self._set(key, "rss", human_bytes(sample.rss_bytes))

@@ -1,0 +1,154 @@
+"""Benchmark 2: the adaptive sweep against the full grid, same space, same machine, same run.
+
+Both go through the CLI's own path (RunSettings -> build_plan -> runner_for), real llama-server
+instances of the default model behind a real nginx. Printed: each one's best cell, its tok/s,
+wall time and cells measured; the grid's own figure for the cell the search picked (the fair
+test of "found a cell within 3% of the grid's best": one measurement of each cell, not two noisy
+runs compared); and the ratios against the targets (best >= 97% of the grid's, wall <= 40%).
+
+    python -m benchmarks.adaptive_vs_grid [--n-predict 32] [--threads 1] [--order adaptive-first]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from benchmarks.report import machine_note, print_table, ratio
+from tui_lab.cli_progress import ProgressPrinter
+from tui_lab.engine.adaptive import AdaptiveRunner, runner_class
+from tui_lab.engine.config import Cell
+from tui_lab.engine.results import ResultsWriter
+from tui_lab.engine.run_folder import new_run_dir
+from tui_lab.engine.run_settings import RunSettings, build_plan, lab_config, load_settings
+from tui_lab.engine.search import describe
+from tui_lab.engine.sweep import Outcome, PlanRunner
+
+# Columns that name a cell in both runs' rows (the `cell` number differs: trial order).
+KEY = ("instances", "parallel", "concurrency", "n_predict", "batch_size", "ubatch_size", "balance")
+TARGET_BEST, TARGET_WALL = 0.97, 0.40
+
+
+def _key(row: Mapping[str, object]) -> tuple[object, ...]:
+    return tuple(row[k] for k in KEY)
+
+
+def _clean(row: Mapping[str, object]) -> bool:
+    return not row["error"] and row["requests_failed"] == 0
+
+
+async def _timed(runner: PlanRunner) -> tuple[Outcome, float]:
+    start = time.monotonic()
+    outcome = await runner.run()
+    return outcome, time.monotonic() - start
+
+
+def measure(settings: RunSettings, results: Path) -> tuple[Outcome, float, PlanRunner]:
+    plan = build_plan(settings)
+    lab = lab_config(settings, need_nginx=True)
+    progress = ProgressPrinter(sys.stderr)
+    with ResultsWriter(results, plan.run, {"run": plan.run}, {}) as writer:
+        runner = runner_class(plan)(
+            plan, lab, load_settings(settings), progress.handle, new_run_dir(plan.run), writer
+        )
+        outcome, wall = asyncio.run(_timed(runner))
+    progress.close()
+    print(f"{plan.run}: {wall:.0f} s, rows in {writer.jsonl_path}", file=sys.stderr)
+    return outcome, wall, runner
+
+
+def _cell_name(row: Mapping[str, object]) -> str:
+    return f"{row['instances']}x{row['parallel']} c={row['concurrency']}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", default="1,2")
+    parser.add_argument("--parallel", default="1,4,16")
+    parser.add_argument("--concurrency", default="1,4,16,32,64")
+    parser.add_argument("--n-predict", default="32")
+    parser.add_argument(
+        "--threads",
+        default="1",
+        help="llama-server --threads (default 1: on a shared box, a server whose threads meet "
+        "at a barrier every token collapses when another process takes one of its cores)",
+    )
+    parser.add_argument("--order", choices=("grid-first", "adaptive-first"), default="grid-first")
+    parser.add_argument("--base-port", default="8100")
+    parser.add_argument("--nginx-port", default="8000")
+    parser.add_argument("--results", help="folder for both runs' results (default: a temp folder)")
+    args = parser.parse_args()
+    results = Path(args.results or tempfile.mkdtemp(prefix="adaptive-vs-grid-"))
+    grid_settings = RunSettings(
+        kind="sweep-full",
+        instances=args.instances,
+        parallel=args.parallel,
+        concurrency=args.concurrency,
+        n_predict=args.n_predict,
+        threads=args.threads,
+        base_port=args.base_port,
+        nginx_port=args.nginx_port,
+    )
+    order = ["sweep-full", "sweep-adaptive"]
+    if args.order == "adaptive-first":
+        order.reverse()
+    runs = {kind: measure(grid_settings.with_values(kind=kind), results) for kind in order}
+    grid, grid_wall, _ = runs["sweep-full"]
+    searched, adaptive_wall, runner = runs["sweep-adaptive"]
+    assert isinstance(runner, AdaptiveRunner)
+
+    grid_rows = [r for r in grid.rows if _clean(r)]
+    grid_best = max(grid_rows, key=lambda r: float(r["output_tok_per_s"]))  # type: ignore[arg-type]
+    grid_tok = float(grid_best["output_tok_per_s"])  # type: ignore[arg-type]
+    best = runner.result.best if runner.result else None
+    picked: Cell | None = best.cell if best else None
+    by_key = {_key(r): r for r in grid_rows}
+    grid_of_pick = None
+    if picked is not None:
+        row = by_key.get(_key({**picked.params(), "n_predict": picked.n_predict}))
+        grid_of_pick = float(row["output_tok_per_s"]) if row else None  # type: ignore[arg-type]
+    probes = sum(1 for r in searched.rows if r["phase"] == "probe")
+    print_table(
+        f"Adaptive sweep vs full grid: instances {args.instances} x parallel {args.parallel} "
+        f"x concurrency {args.concurrency}, n_predict {args.n_predict}, threads "
+        f"{args.threads}, default model",
+        ("run", "best cell", "tok/s", "wall s", "cells measured", "requests"),
+        [
+            (
+                "full grid",
+                _cell_name(grid_best),
+                f"{grid_tok:.1f}",
+                f"{grid_wall:.0f}",
+                str(len(grid.rows)),
+                str(sum(int(r["requests"]) for r in grid.rows)),  # type: ignore[call-overload]
+            ),
+            (
+                "adaptive",
+                describe(picked) if picked else "none",
+                f"{best.result.tok_per_s:.1f}" if best else "n/a",
+                f"{adaptive_wall:.0f}",
+                f"{len(searched.rows)} ({probes} probes)",
+                str(sum(int(r["requests"]) for r in searched.rows)),  # type: ignore[call-overload]
+            ),
+        ],
+        [
+            f"adaptive best / grid best (each run's own figure): "
+            f"{ratio(best.result.tok_per_s if best else None, grid_tok)} "
+            f"(target >= {TARGET_BEST})",
+            f"grid's figure for the adaptive pick / grid best: {ratio(grid_of_pick, grid_tok)} "
+            f"(target >= {TARGET_BEST})",
+            f"adaptive wall / grid wall: {ratio(adaptive_wall, grid_wall)} "
+            f"(target <= {TARGET_WALL})",
+            f"order: {args.order}; results in {results}",
+            machine_note(),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Benchmark 1c: what the TUI costs while it watches 16 instances and 1024 requests in flight.
+
+The TUI (LabApp, headless through Textual's `run_test` at 120x40: layout and rendering run,
+nothing reaches a terminal) gets the events a real run sends: 16 ready instances (watched by its
+telemetry every second) and one RequestDone per finished request, from 16 x 64 clients of our
+load generator running in its own event loop, as a real run's do. The servers are 16 in-process
+fake llama-servers (tests/fake_llama_server.py) in a separate process on the other core, each
+answering after --delay seconds, so 1024 in flight make about 1024 / delay requests/s; real
+llama-servers on this box finish far fewer, so this is a harsh case for the event path.
+
+Measured over a window after a warm-up, in this process (pinned to one core): event-loop lag
+(how late a 10 ms sleep wakes up, p99), CPU % of one core, RSS. The same load without the app
+is the reference: the app's own CPU is the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import psutil
+
+from benchmarks.report import machine_note, mid, pinned, print_table
+from tui_lab.engine.events import CellStarted, ProcessState, RequestDone, RunStarted
+from tui_lab.engine.load import LoadSpec, RequestRecord, run_load
+from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.stats import percentiles
+
+INSTANCES, CLIENTS_EACH = 16, 64
+PROBE_S = 0.010
+TARGET_LAG_MS, TARGET_CPU = 30.0, 15.0
+
+
+def farm(delay_s: float) -> None:
+    """The fake servers' process: prints their ports, serves until its stdin closes."""
+    from tests.fake_llama_server import FakeLlamaServer
+
+    async def serve() -> None:
+        servers = [FakeLlamaServer(delay_s=delay_s) for _ in range(INSTANCES)]
+        for s in servers:
+            await s.start()
+        print(json.dumps([s.base_url for s in servers]), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        for s in servers:
+            await s.stop()
+
+    asyncio.run(serve())
+
+
+async def window(
+    urls: list[str],
+    on_record: Callable[[RequestRecord], None],
+    warmup_s: float,
+    span_s: float,
+    backlog: Callable[[], int] = lambda: 0,
+) -> dict[str, float]:
+    """Load + lag probe; CPU and lag are taken over `span_s` after `warmup_s`. `backlog` is
+    read at each probe: the most events that waited for a frame."""
+    lags: list[float] = []
+    waiting: list[int] = []
+    done = 0
+
+    def record(r: RequestRecord) -> None:
+        nonlocal done
+        done += 1
+        on_record(r)
+
+    async def probe() -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(PROBE_S)
+            lags.append(time.perf_counter() - t - PROBE_S)
+            waiting.append(backlog())
+
+    specs = [LoadSpec(url=u, concurrency=CLIENTS_EACH, requests=10**7, n_predict=64) for u in urls]
+    tasks = [asyncio.create_task(run_load(s, on_record=record)) for s in specs]
+    tasks.append(asyncio.create_task(probe()))
+    await asyncio.sleep(warmup_s)
+    lags.clear()
+    waiting.clear()
+    done0, cpu0, t0 = done, time.process_time(), time.perf_counter()
+    await asyncio.sleep(span_s)
+    cpu, wall, n = time.process_time() - cpu0, time.perf_counter() - t0, done - done0
+    lag = percentiles([x * 1000 for x in lags])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "lag_p99_ms": lag.p99 or 0.0,
+        "lag_p50_ms": lag.p50 or 0.0,
+        "lag_max_ms": max(lags, default=0.0) * 1000,
+        "cpu_pct": 100 * cpu / wall,
+        "req_s": n / wall,
+        "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "backlog_max": max(waiting, default=0),
+    }
+
+
+async def with_app(urls: list[str], farm_pid: int, warmup_s: float, span_s: float) -> dict:
+    from tui_lab.app import LabApp
+
+    app = LabApp(RunSettings(), telemetry_interval_s=1.0)
+    async with app.run_test(size=(120, 40)):
+        app.emit(RunStarted("bench-tui-cost", 1, 10**7))
+        app.emit(CellStarted(1, 1, {"instances": INSTANCES, "concurrency": 1024}))
+        for i, url in enumerate(urls):
+            port = int(url.rsplit(":", 1)[1])
+            app.emit(ProcessState("server", i, port, farm_pid, "ready"))
+        return await window(
+            urls,
+            lambda r: app.emit(RequestDone(1, r)),
+            warmup_s,
+            span_s,
+            lambda: len(app._pending),
+        )
+
+
+async def without_app(urls: list[str], warmup_s: float, span_s: float) -> dict:
+    return await window(urls, lambda r: None, warmup_s, span_s)
+
+
+def measure(run: Callable[[], Awaitable[dict]]) -> dict:
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--delay", type=float, default=2.0, help="seconds per fake request")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--span", type=float, default=10.0)
+    parser.add_argument("--child", choices=("app", "bare"))
+    parser.add_argument("--urls", default="")
+    parser.add_argument("--farm-pid", type=int, default=0)
+    args = parser.parse_args()
+    if args.child:
+        urls = args.urls.split(",")
+        if args.child == "app":
+            figures = measure(lambda: with_app(urls, args.farm_pid, 3.0, args.span))
+        else:
+            figures = measure(lambda: without_app(urls, 3.0, args.span))
+        print(json.dumps(figures))
+        return
+    me = [sys.executable, "-m", "benchmarks.tui_cost"]
+    server = subprocess.Popen(
+        [*pinned(1), *me, "--farm", str(args.delay)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        urls = json.loads(server.stdout.readline())
+        results: dict[str, list[dict]] = {"app": [], "bare": []}
+        for _ in range(args.repeats):
+            for kind in ("app", "bare"):
+                cmd = [*pinned(0), *me, "--child", kind, "--urls", ",".join(urls)]
+                cmd += ["--farm-pid", str(server.pid), "--span", str(args.span)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                results[kind].append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        server.communicate(input="", timeout=30)
+
+    def med(kind: str, key: str) -> float:
+        return mid([r[key] for r in results[kind]]) or 0.0
+
+    own_cpu = med("app", "cpu_pct") - med("bare", "cpu_pct")
+    rows = [
+        [
+            label,
+            f"{med(kind, 'req_s'):,.0f}",
+            f"{med(kind, 'lag_p50_ms'):.1f}",
+            f"{med(kind, 'lag_p99_ms'):.1f}",
+            f"{med(kind, 'cpu_pct'):.0f}",
+            f"{med(kind, 'rss_mb'):.0f}",
+        ]
+        for label, kind in (("TUI + load", "app"), ("load alone", "bare"))
+    ]
+    print_table(
+        f"1c. TUI cost: {INSTANCES} instances watched, {INSTANCES * CLIENTS_EACH} requests in "
+        f"flight (fake servers, {args.delay:g} s each), one core",
+        ["", "req/s", "lag p50 ms", "lag p99 ms", "CPU %", "RSS MB"],
+        rows,
+        [
+            f"TUI's own CPU: {own_cpu:.0f}% of one core (target < {TARGET_CPU:.0f}%); "
+            f"lag p99 with the TUI {med('app', 'lag_p99_ms'):.1f} ms "
+            f"(target < {TARGET_LAG_MS:.0f} ms)",
+            f"most events waiting for the next frame: {med('app', 'backlog_max'):.0f} "
+            "(the app posts them to the widgets once per 0.1 s frame, not one by one)",
+            machine_note(),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--farm"]:
+        farm(float(sys.argv[2]))
+    else:
+        main()
