@@ -165,3 +165,19 @@ async def test_cancelling_a_run_stops_its_servers_and_keeps_finished_cells(
     kept = read_rows(writer.jsonl_path)
     assert 1 <= len(kept) < 4
     assert [e.state for e in events if isinstance(e, ProcessState)][-1] == "stopped"
+
+
+async def test_a_model_path_with_spaces_and_quotes_works_through_nginx(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """Paths reach llama-server as one argv item and the run folder reaches nginx quoted."""
+    odd = tmp_path / "my models" / 'it\'s "q"; x' / "model file.gguf"
+    odd.parent.mkdir(parents=True)
+    odd.symlink_to(lab.model)
+    run_dir = tmp_path / "run folder 'a' \"b\""
+    plan = round_robin(1, 1, 1, "round_robin", LOAD, OPTS)
+    events: list[Event] = []
+    outcome = await PlanRunner(
+        plan, replace(lab, model=odd), LOAD, events.append, run_dir, None
+    ).run()
+    assert_real_figures(outcome.rows[0], 8)
