@@ -57,14 +57,23 @@ def lab(server_bin: Path, model: Path, nginx_bin: Path, tmp_path: Path) -> LabCo
     )
 
 
+def _ours(info: dict[str, object]) -> bool:
+    """A server or nginx, or one of the lab's own processes (an app, a detached sweep, a cluster
+    supervisor, a watchdog): each of those may outlive a test only by mistake."""
+    if info["name"] in WATCHED:
+        return True
+    cmdline = " ".join(str(part) for part in info["cmdline"] or ())  # type: ignore[attr-defined]
+    return "llamalab" in cmdline or "tui_lab" in cmdline
+
+
 def started_since(t0: float) -> list[psutil.Process]:
     """Watched processes this test started: our descendants, or orphans born during the test
     (a child whose parent died is re-parented to init, which is exactly the leak to catch)."""
     mine = {p.pid for p in psutil.Process().children(recursive=True)}
     found = []
-    for proc in psutil.process_iter(["name", "create_time", "status", "ppid"]):
+    for proc in psutil.process_iter(["name", "cmdline", "create_time", "status", "ppid"]):
         info = proc.info
-        if info["name"] not in WATCHED or info["status"] == psutil.STATUS_ZOMBIE:
+        if not _ours(info) or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         orphan = info["ppid"] == 1 and info["create_time"] >= t0 - 0.5
         if proc.pid in mine or orphan:

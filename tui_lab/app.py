@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterable
@@ -161,7 +162,8 @@ class LabApp(App[None]):
         for other in HANGUP_SIGNALS:
             loop.remove_signal_handler(other)
         self.log.warning(f"{sig.name}: stopping the run's servers and exiting")
-        self.run_worker(self._stop_and_exit(stop_cluster=False), exit_on_error=False)
+        gone = sig == signal.SIGHUP
+        self.run_worker(self._stop_and_exit(stop_cluster=False, hangup=gone), exit_on_error=False)
 
     def on_unmount(self) -> None:
         loop = asyncio.get_running_loop()
@@ -479,8 +481,12 @@ class LabApp(App[None]):
         if choice in ("leave", "stop"):
             self.run_worker(self._stop_and_exit(stop_cluster=choice == "stop"), exit_on_error=False)
 
-    async def _stop_and_exit(self, *, stop_cluster: bool) -> None:
-        """Stop what this app started (the run's servers), and the cluster if asked, then exit."""
+    async def _stop_and_exit(self, *, stop_cluster: bool, hangup: bool = False) -> None:
+        """Stop what this app started (the run's servers), and the cluster if asked, then exit.
+
+        After a hangup the terminal is gone: restoring it would block Textual's writer on a
+        dead tty and leave the app spinning, so the process ends the way SIGHUP ends it, once
+        the servers are stopped and the results closed."""
         worker = self._run_worker
         if worker is not None and self.run_active:
             worker.cancel()
@@ -488,6 +494,9 @@ class LabApp(App[None]):
                 await worker.wait()
         if stop_cluster:
             await asyncio.to_thread(standing_cluster.stop_running)
+        if hangup:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGHUP)
         self.exit()
 
 

@@ -141,6 +141,7 @@ def test_app_ending_mid_run_leaves_no_server_and_keeps_rows(
     session = f"llamalab-{uuid.uuid4().hex[:8]}"
     try:
         app_pid = _tmux_tui(session, tmp_path)
+        app = psutil.Process(app_pid)  # before it can end: the app itself must not linger either
         wait_screen(session, "Configure")
         tmux("send-keys", "-t", session, "s")
         deadline = time.monotonic() + 120
@@ -154,9 +155,9 @@ def test_app_ending_mid_run_leaves_no_server_and_keeps_rows(
             tmux("kill-session", "-t", session)
         else:
             os.kill(app_pid, getattr(signal, ending))
-        gone, alive = psutil.wait_procs(servers, timeout=15)
+        gone, alive = psutil.wait_procs([*servers, app], timeout=15)
         assert not alive, f"{ending}: still running {[(p.pid, p.name()) for p in alive]}"
-        assert len(gone) == len(servers)
+        assert len(gone) == len(servers) + 1
         if ending == "SIGTERM":  # handled: the app stopped its run and exited by itself
             wait_pane_dead(session)
             assert tmux("display", "-p", "-t", session, "#{pane_dead_status}").strip() == "0"
