@@ -46,9 +46,10 @@ async def test_sweep_goes_on_when_an_instance_is_killed(lab: LabConfig, tmp_path
     first, second = read_rows(writer.jsonl_path)
     assert first == outcome.rows[0] and first["error"] is None
     assert first["requests_ok"] + first["requests_failed"] == 24
-    # Only what was in flight on the killed instance (its 2 slots) can fail; nginx routes
-    # everything after it to the survivor.
-    assert first["requests_failed"] <= 2
+    # Only what was in flight on the killed instance can fail (round robin may have queued
+    # more than its 2 slots there, never more than the 4 clients); nginx routes the rest of
+    # the cell to the survivor.
+    assert first["requests_failed"] <= 4
     failed_kinds = dict(kv.split(":") for kv in str(first["errors"] or "").split(";") if kv)
     assert sum(int(n) for n in failed_kinds.values()) == first["requests_failed"]
     assert second["requests_ok"] == 24 and second["requests_failed"] == 0
