@@ -124,8 +124,16 @@ async def without_app(urls: list[str], warmup_s: float, span_s: float) -> dict:
     return await window(urls, lambda r: None, warmup_s, span_s)
 
 
-def measure(run: Callable[[], Awaitable[dict]]) -> dict:
-    return asyncio.run(run())
+def measure(run: Callable[[], Awaitable[dict]], profile: bool = False) -> dict:
+    """The figures; with `profile`, where this process spent its time, to stderr."""
+    if not profile:
+        return asyncio.run(run())
+    from pyinstrument import Profiler
+
+    with Profiler(interval=0.001, async_mode="disabled") as profiler:
+        figures = asyncio.run(run())
+    print(profiler.output_text(color=False, unicode=False, flat=True), file=sys.stderr)
+    return figures
 
 
 def main() -> None:
@@ -136,16 +144,23 @@ def main() -> None:
     parser.add_argument("--child", choices=("app", "bare"))
     parser.add_argument("--urls", default="")
     parser.add_argument("--farm-pid", type=int, default=0)
+    parser.add_argument(
+        "--profile", action="store_true", help="one run, and where the TUI's process spent its time"
+    )
     args = parser.parse_args()
     if args.child:
         urls = args.urls.split(",")
         if args.child == "app":
-            figures = measure(lambda: with_app(urls, args.farm_pid, 3.0, args.span))
+            figures = measure(
+                lambda: with_app(urls, args.farm_pid, 3.0, args.span), profile=args.profile
+            )
         else:
             figures = measure(lambda: without_app(urls, 3.0, args.span))
         print(json.dumps(figures))
         return
     me = [sys.executable, "-m", "benchmarks.tui_cost"]
+    if args.profile:
+        args.repeats = 1
     server = subprocess.Popen(
         [*pinned(1), *me, "--farm", str(args.delay)],
         stdin=subprocess.PIPE,
@@ -160,8 +175,10 @@ def main() -> None:
             for kind in ("app", "bare"):
                 cmd = [*pinned(0), *me, "--child", kind, "--urls", ",".join(urls)]
                 cmd += ["--farm-pid", str(server.pid), "--span", str(args.span)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                results[kind].append(json.loads(out.strip().splitlines()[-1]))
+                cmd += ["--profile"] if args.profile else []
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                results[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(done.stderr if args.profile and kind == "app" else "", end="")
     finally:
         server.communicate(input="", timeout=30)
 

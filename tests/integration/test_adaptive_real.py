@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_cli_real import llamalab, ports
-from tui_lab.engine.config import LabConfig
+from tui_lab.engine.adaptive import AdaptiveRunner
+from tui_lab.engine.config import LabConfig, LoadSettings
+from tui_lab.engine.events import CellFinished, Event, PlanRevised
+from tui_lab.engine.progress import ProgressTracker
 from tui_lab.engine.results import read_rows
+from tui_lab.engine.runs import ServerOptions, adaptive_sweep, full_sweep
+from tui_lab.engine.search import SearchSettings
 
 pytestmark = pytest.mark.integration
 
 
-def adaptive_sweep(
+def run_cli(
     lab: LabConfig, results: Path, *flags: str
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """Run `llamalab sweep adaptive` to the end: its results file and what it printed."""
@@ -30,7 +35,7 @@ def adaptive_sweep(
 def test_adaptive_sweep_finishes_writes_rows_and_reports_the_best_cell(
     lab: LabConfig, tmp_path: Path
 ) -> None:
-    jsonl, out = adaptive_sweep(
+    jsonl, out = run_cli(
         lab,
         tmp_path / "res",
         *("--instances", "1,2", "--parallel", "1,2", "--concurrency", "1,2,4"),
@@ -61,7 +66,7 @@ def test_adaptive_sweep_finishes_writes_rows_and_reports_the_best_cell(
 def test_a_resumed_adaptive_sweep_is_refused_before_anything_starts(
     lab: LabConfig, tmp_path: Path
 ) -> None:
-    jsonl, _ = adaptive_sweep(
+    jsonl, _ = run_cli(
         lab,
         tmp_path / "res",
         *("--instances", "1", "--parallel", "1", "--concurrency", "1"),
@@ -71,3 +76,31 @@ def test_a_resumed_adaptive_sweep_is_refused_before_anything_starts(
     assert again.returncode == 2
     assert "an adaptive sweep is started again, not resumed" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+async def test_progress_of_an_adaptive_sweep_ends_at_its_revised_totals(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """The first totals allow for probing every cell; each stopped ladder revises them, so the
+    bar ends full when the search does rather than stopping part-way."""
+    load = LoadSettings(n_predict=8)
+    grid = full_sweep([1], [1, 2], [1, 2, 4, 8], load, ServerOptions(threads=1))
+    plan = adaptive_sweep(SearchSettings(plateau=0.5, finalists=1), grid)
+    events: list[Event] = []
+    tracker = ProgressTracker()
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        tracker.apply(event)
+
+    outcome = await AdaptiveRunner(plan, lab, load, emit, tmp_path / "run", None).run()
+    revised = [e for e in events if isinstance(e, PlanRevised)]
+    assert len(revised) == 3  # two ladders, then the finalist
+    assert revised[-1].requests < revised[0].requests
+    assert tracker.cells_done == tracker.cells_total == len(outcome.rows)
+    assert (
+        tracker.requests_done == tracker.requests_total == sum(r["requests"] for r in outcome.rows)
+    )
+    assert tracker.fraction == 1.0
+    finished = [e for e in events if isinstance(e, CellFinished)]
+    assert finished[-1].index == finished[-1].total == len(outcome.rows)

@@ -86,6 +86,35 @@ async def test_columns_widen_for_wider_figures_and_keep_their_width() -> None:
         assert table.columns["rss"].content_width == len("10.0G")
 
 
+async def test_a_repeated_sample_changes_no_cell_and_uptime_rides_on_the_samples() -> None:
+    """Any cell update makes DataTable render all of it again: a sample that changes nothing
+    updates nothing, and the uptime clock leaves the rows telemetry already updated."""
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
+        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready"))
+        updated: list[tuple[object, object]] = []
+        real_update = table.update_cell
+
+        def spy(row: object, column: object, value: object, **kw: bool) -> None:
+            updated.append((row, column))
+            real_update(row, column, value, **kw)  # type: ignore[arg-type]
+
+        table.update_cell = spy  # type: ignore[method-assign]
+        table.apply_telemetry(sample(0, 42))
+        first = len(updated)
+        assert first > 0
+        table.apply_telemetry(sample(0, 42))
+        assert len(updated) == first, updated[first:]
+        table.rows_info["run-nginx-0"].started = time.monotonic() - 75
+        table._tick_uptime()
+        assert updated[first:] == [("run-nginx-0", "up")]  # the sampled server is left alone
+        assert cell(table, "run-nginx-0", "up") == "1:15"
+        table.rows_info["run-server-0"].started = time.monotonic() - 75
+        table._tick_uptime()  # no sample since the last tick: the clock updates it
+        assert cell(table, "run-server-0", "up") == "1:15"
+
+
 async def test_a_server_that_stops_answering_is_marked_not_left_with_old_figures() -> None:
     async with Harness().run_test() as pilot:
         table = pilot.app.query_one(InstanceTable)

@@ -11,6 +11,7 @@ from tui_lab.engine.events import (
     CellFinished,
     CellStarted,
     Notice,
+    PlanRevised,
     ProcessState,
     RequestDone,
     RequestsDone,
@@ -50,6 +51,7 @@ def test_every_event_the_ui_needs_round_trips() -> None:
         CellFinished(2, 4, PARAMS, None, "llama-server #0 crashed"),
         Notice("warning", "retrying"),
         RunFinished("sweep-full", 1, 1, Path("/r/x.csv"), cancelled=True),
+        PlanRevised(3, 40),
     ]
     for event in events:
         assert decode(json.loads(json.dumps(encode(event)))) == event

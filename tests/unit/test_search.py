@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tui_lab.engine.config import Cell, LoadSettings
@@ -38,6 +38,7 @@ class SyntheticBench:
     probe_noise: float = 0.0  # probes read this fraction high, full cells exactly
     trials: list[tuple[Trial, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    outlooks: list[tuple[int, list[Cell]]] = field(default_factory=list)  # (trials before, cells)
 
     async def measure(self, trial: Trial) -> Measurement:
         failed = self.failing(trial.cell)
@@ -52,6 +53,9 @@ class SyntheticBench:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def expect(self, cells: Sequence[Cell]) -> None:
+        self.outlooks.append((len(self.trials), list(cells)))
 
     def measured(self, phase: str) -> list[tuple[int, int, int]]:
         return [
@@ -221,3 +225,21 @@ def test_finalists_run_layout_by_layout_the_running_one_first() -> None:
         if t.phase == "full"
     ]
     assert fulls == [(2, 4), (2, 16), (2, 16), (1, 16), (1, 16)]
+
+
+def test_the_outlook_bounds_what_is_measured_after_it_and_is_exact_once_finalists_are_known() -> (
+    None
+):
+    bench = SyntheticBench()
+    cells = space()
+    run(bench, SearchSettings(finalists=3), cells)
+    assert len(bench.outlooks) == len(lanes(cells)) + 1  # one per ladder, one for the finalists
+    for before, expected in bench.outlooks:
+        after = [trial.cell for trial, _ in bench.trials[before:]]
+        assert len(after) <= len(expected)
+        assert sum(c.requests for c in after) <= sum(c.requests for c in expected)
+    before, finalists = bench.outlooks[-1]
+    assert finalists == [trial.cell for trial, _ in bench.trials[before:]]
+    # Ladders stop early, so the outlook falls well below the first upper bound.
+    first = sum(c.requests for c in bench.outlooks[0][1])
+    assert sum(c.requests for c in finalists) < first

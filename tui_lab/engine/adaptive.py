@@ -10,9 +10,12 @@ the answer). A row's `cell` is the trial's number in the order the search ran it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aiohttp
 
-from tui_lab.engine.events import Notice
+from tui_lab.engine.config import Cell
+from tui_lab.engine.events import Notice, PlanRevised
 from tui_lab.engine.runs import Plan
 from tui_lab.engine.search import (
     Measurement,
@@ -21,7 +24,8 @@ from tui_lab.engine.search import (
     Trial,
     describe,
     flaw,
-    probe_of,
+    lanes,
+    outlook,
     search,
 )
 from tui_lab.engine.stats import RunSummary
@@ -32,6 +36,7 @@ class AdaptiveRunner(PlanRunner):
     """A PlanRunner whose cells are chosen one at a time by the search."""
 
     result: SearchResult | None = None
+    _cells_total = 0
 
     @property
     def settings(self) -> SearchSettings:
@@ -40,15 +45,19 @@ class AdaptiveRunner(PlanRunner):
 
     @property
     def cells_total(self) -> int:
-        """Every cell probed and confirmed in full (when latency bounds keep breaking): an upper
-        bound the search stays far under when layouts plateau early."""
-        return 2 * len(self.plan.cells)
+        """Cells measured, and the most the search may still measure, as of its last outlook."""
+        return self._cells_total
 
     async def run(self) -> Outcome:
-        cells = self.plan.cells
-        biggest = sorted((c.requests for c in cells), reverse=True)[: self.settings.finalists]
-        requests = sum(probe_of(c).requests for c in cells) + sum(biggest)
-        return await self.execute(requests, self._search)
+        left = outlook(lanes(self.plan.cells), self.plan.cells, self.settings)
+        self._cells_total = len(left)
+        return await self.execute(sum(c.requests for c in left), self._search)
+
+    def expect(self, left: Sequence[Cell]) -> None:
+        """What the search may still measure, as the progress bar's new totals."""
+        self._cells_total = len(self.rows) + len(left)
+        done = sum(int(row["requests"]) for row in self.rows)  # type: ignore[call-overload]
+        self.emit(PlanRevised(self._cells_total, done + sum(c.requests for c in left)))
 
     async def _search(self, session: aiohttp.ClientSession) -> None:
         self.result = await search(self.plan.cells, self.settings, _Bench(self, session))
@@ -95,6 +104,9 @@ class _Bench:
 
     def note(self, text: str) -> None:
         self.runner.emit(Notice("info", text))
+
+    def expect(self, cells: Sequence[Cell]) -> None:
+        self.runner.expect(cells)
 
 
 def runner_class(plan: Plan) -> type[PlanRunner]:

@@ -21,6 +21,7 @@ from tui_lab.engine.events import (
     CellStarted,
     Event,
     Notice,
+    PlanRevised,
     ProcessState,
     RequestDone,
     RequestsDone,
@@ -35,6 +36,7 @@ _TYPES: dict[str, type[Any]] = {
     for cls in (
         ProcessState,
         RunStarted,
+        PlanRevised,
         CellStarted,
         RequestsDone,
         CellFinished,

@@ -41,6 +41,15 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class PlanRevised:
+    """The run's totals, revised: an adaptive search knows after each layout how much less it
+    will measure than it first allowed for, and a progress bar should not end at 40 %."""
+
+    cells: int
+    requests: int
+
+
+@dataclass(frozen=True)
 class CellStarted:
     index: int  # 1-based
     total: int
@@ -91,6 +100,7 @@ class RunFinished:
 Event = (
     ProcessState
     | RunStarted
+    | PlanRevised
     | CellStarted
     | RequestDone
     | RequestsDone

@@ -11,6 +11,7 @@ from tui_lab.engine.events import (
     CellFinished,
     CellStarted,
     Event,
+    PlanRevised,
     RequestDone,
     RequestsDone,
     RunStarted,
@@ -50,6 +51,8 @@ class ProgressTracker:
             self.run = event.run
             self.cells_total, self.requests_total = event.cells, event.requests
             self.started = time.monotonic()
+        elif isinstance(event, PlanRevised):
+            self.cells_total, self.requests_total = event.cells, event.requests
         elif isinstance(event, CellStarted):
             self.cell = event.index
         elif isinstance(event, RequestDone):

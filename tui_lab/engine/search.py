@@ -76,6 +76,9 @@ class Bench(Protocol):
 
     def note(self, text: str) -> None: ...
 
+    def expect(self, cells: Sequence[Cell]) -> None:
+        """The cells the search may still measure, at most: what progress counts against."""
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -105,6 +108,16 @@ def lanes(space: Sequence[Cell]) -> list[list[Cell]]:
 
 def probe_of(cell: Cell) -> Cell:
     return replace(cell, requests=min(cell.requests, PROBE_REQUESTS_PER_CLIENT * cell.concurrency))
+
+
+def outlook(
+    lanes_left: Sequence[Sequence[Cell]], space: Sequence[Cell], settings: SearchSettings
+) -> list[Cell]:
+    """The most the search may still measure while ladders are left to climb: a probe of every
+    cell in those lanes, then full cells for the finalists (the largest cells of the space, as
+    which cells they will be is not known yet)."""
+    largest = sorted(space, key=lambda c: c.requests, reverse=True)[: settings.finalists]
+    return [probe_of(cell) for lane in lanes_left for cell in lane] + largest
 
 
 def describe(cell: Cell) -> str:
@@ -169,7 +182,10 @@ async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) ->
 async def search(space: Sequence[Cell], settings: SearchSettings, bench: Bench) -> SearchResult:
     """Ladders for every lane, then full cells for the best probes; the fastest full cell wins."""
     all_lanes = lanes(space)
-    probes = [scored for lane in all_lanes for scored in await climb(lane, settings, bench)]
+    probes: list[Scored] = []
+    for done, lane in enumerate(all_lanes, 1):
+        probes += await climb(lane, settings, bench)
+        bench.expect(outlook(all_lanes[done:], space, settings))
     if not probes:
         return SearchResult(None, "no probe ran within the bounds without failures")
     ranked = sorted(probes, key=lambda s: s.result.tok_per_s, reverse=True)
@@ -200,6 +216,7 @@ async def _confirm(
             queue[: settings.finalists - len(confirmed)],
             queue[settings.finalists - len(confirmed) :],
         )
+        bench.expect([s.cell for s in batch if not s.full])
         for candidate in _by_layout(batch, running):
             if candidate.full:
                 confirmed.append(candidate)  # its probe already ran at full length

@@ -60,6 +60,7 @@ class RowInfo:
     state: ProcessState
     started: float | None = None
     gpu_reason: str | None = None
+    sampled: bool = False  # telemetry updated its uptime since the clock's last tick
 
     @property
     def key(self) -> str:
@@ -74,10 +75,12 @@ class InstanceTable(DataTable[str | Text]):
         self.rows_info: dict[str, RowInfo] = {}
 
     def _set(self, key: str, column: str, value: str | Text) -> None:
-        """Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate.
-        Only when the value is wider: DataTable measures every row of a column given a
-        narrower value (to shrink it), which with 16 instances sampled each second took a
-        fifth of a core (benchmarks/tui_cost.py)."""
+        """Any cell update makes DataTable render every cell again (15 ms for 16 instances on
+        the test box, a stall of the event loop the load shares): an unchanged value is left
+        alone. Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate,
+        but only when the value is wider, as measuring a column to shrink it reads every row."""
+        if self.get_cell(key, column) == value:
+            return
         width = value.cell_len if isinstance(value, Text) else cell_len(value)
         wider = width > self.columns[ColumnKey(column)].content_width
         self.update_cell(key, column, value, update_width=wider)
@@ -141,11 +144,17 @@ class InstanceTable(DataTable[str | Text]):
         self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
         self._set(key, "rss", human_bytes(sample.rss_bytes))
         self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
+        self._set(key, "up", uptime(info.started))
         info.gpu_reason = sample.gpu_reason
+        info.sampled = True
 
     def _tick_uptime(self) -> None:
+        """Uptime of rows telemetry does not reach (yet): the others change with their sample,
+        so the table is rendered once a second, not twice."""
         for key, info in self.rows_info.items():
-            self._set(key, "up", uptime(info.started))
+            if not info.sampled:
+                self._set(key, "up", uptime(info.started))
+            info.sampled = False
 
     def selected(self) -> RowInfo | None:
         if not self.rows_info or not 0 <= self.cursor_row < self.row_count:
