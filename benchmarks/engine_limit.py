@@ -1,13 +1,18 @@
 """Benchmarks 1b and 1d: the lab's best against the engine's own peak; our token counts against
 the servers'.
 
-1b. `llama-batched-bench` (built beside llama-server) decodes P sequences in one process with
-no HTTP: its best generation tok/s (S_TG) is the most this machine's engine gives for the
-default model. Beside it, in the same run, the lab measures one instance with parallel P and P
-clients for each P, through nginx, at the same n_predict, each cell followed at once by
-batched-bench at the same P; the lab's best cell over the engine's peak should be at least
-90%. The prompt given to batched-bench has as many tokens as the lab's prompt (read back from
-the servers' count), so both decode after the same prefill.
+1b. `llama-batched-bench` (built beside llama-server) runs P sequences in one process with no
+HTTP: the most this machine's engine gives for the default model. Beside it, in the same run,
+the lab measures one instance with parallel P and P clients for each P, through nginx, at the
+same n_predict, each cell followed at once by batched-bench at the same P. The prompt given to
+batched-bench has as many tokens as the lab's prompt (read back from the servers' count).
+
+Two engine figures, both printed. "Same work" is generated tokens over batched-bench's whole
+time (pl * tg / t): the job each lab request does, prefill of its prompt included (the lab
+sends no prompt-cache hits, so cells compare fairly). The lab's best over the best of these is
+the target (at least 90%): what is left over is what HTTP, nginx, llama-server's slots and its
+sampling cost. S_TG is batched-bench's decode-only rate, prefill left out: lab / S_TG is lower
+by the prompt's share of the engine's time, which is work, not overhead.
 
 1d. Each cell's row holds the client's output tokens and the servers' own /metrics count over
 the cell; they must be equal.
@@ -77,6 +82,11 @@ def batched_bench(parallels: list[int], prompt: int, n_predict: int) -> list[dic
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+def same_work(e: dict[str, float]) -> float:
+    """Generated tok/s over batched-bench's whole time, prefill included: the lab's own work."""
+    return e["pl"] * e["tg"] / e["t"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parallel", default="4,16,32")
@@ -95,6 +105,7 @@ def main() -> None:
             prompt = prompt or prompt_tokens(rows[0])
             engine.extend(batched_bench([p], prompt, args.n_predict))
     peak = max(engine, key=lambda e: e["speed_tg"])
+    peak_work = max(engine, key=same_work)
     lab = [float(r["output_tok_per_s"] or 0) for r in rows]  # type: ignore[arg-type]
     best = max(range(len(rows)), key=lambda i: lab[i])
     table = []
@@ -106,6 +117,8 @@ def main() -> None:
                 f"{tok:.1f}",
                 f"{e['speed_tg']:.1f}",
                 ratio(tok, e["speed_tg"]),
+                f"{same_work(e):.1f}",
+                ratio(tok, same_work(e)),
                 str(client),
                 str(server),
                 "equal" if client == server and client else "NOT EQUAL",
@@ -114,14 +127,26 @@ def main() -> None:
     print_table(
         f"1b/1d. Engine limit and token accounting: default model, 1 instance x P slots, "
         f"C = P, n_predict {args.n_predict}, prompt {prompt} tokens",
-        ["P", "lab tok/s", "batched-bench", "lab/engine", "client tok", "server tok", "1d"],
+        [
+            "P",
+            "lab tok/s",
+            "engine S_TG",
+            "lab/S_TG",
+            "engine same work",
+            "lab/same work",
+            "client tok",
+            "server tok",
+            "1d",
+        ],
         table,
         [
-            f"lab best {lab[best]:.1f} tok/s (P={rows[best]['parallel']}) / engine peak "
-            f"{peak['speed_tg']:.1f} tok/s (P={peak['pl']}): {ratio(lab[best], peak['speed_tg'])}"
-            f" (target >= {TARGET})",
-            "batched-bench: S_TG, decoding only, no HTTP; the lab: end to end through nginx "
-            "(prefill included); each pair measured back to back, one run each",
+            f"lab best {lab[best]:.1f} tok/s (P={rows[best]['parallel']}) / engine peak, same "
+            f"work {same_work(peak_work):.1f} tok/s (P={peak_work['pl']}): "
+            f"{ratio(lab[best], same_work(peak_work))} (target >= {TARGET})",
+            f"lab best / engine peak S_TG {peak['speed_tg']:.1f} tok/s (P={peak['pl']}), decode "
+            f"only: {ratio(lab[best], peak['speed_tg'])} (lower by the prefill's share)",
+            "S_TG: decoding only, no HTTP; same work: pl*tg/t, prefill included, no HTTP; "
+            "the lab: end to end through nginx; each pair measured back to back, one run each",
             "1d: client tokens (from the responses) vs the servers' /metrics over the cell",
             machine_note(),
         ],
