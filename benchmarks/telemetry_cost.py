@@ -159,7 +159,8 @@ async def main_async(seconds: float, repeats: int, base_port: int) -> None:
         try:
             async with control_session() as session:
                 await cluster.start(session)
-            print(f"{INSTANCES} llama-server instances ready in {time.monotonic() - started:.0f} s")
+            took = time.monotonic() - started
+            print(f"{INSTANCES} llama-server instances ready in {took:.0f} s", file=sys.stderr)
             runs, gpu = await measure(cluster, seconds, repeats)
         finally:
             await cluster.stop()
