@@ -484,19 +484,22 @@ class LabApp(App[None]):
     async def _stop_and_exit(self, *, stop_cluster: bool, hangup: bool = False) -> None:
         """Stop what this app started (the run's servers), and the cluster if asked, then exit.
 
-        After a hangup the terminal is gone: restoring it would block Textual's writer on a
-        dead tty and leave the app spinning, so the process ends the way SIGHUP ends it, once
+        After a hangup the terminal is gone and Textual's writer thread dies on its first
+        write to it: from then on every frame fills the writer's bounded queue until a write
+        blocks the event loop, before the run is stopped. So nothing is drawn any more, and
+        restoring the terminal is skipped too: the process ends the way SIGHUP ends it, once
         the servers are stopped and the results closed."""
-        worker = self._run_worker
-        if worker is not None and self.run_active:
-            worker.cancel()
-            with contextlib.suppress(Exception):
-                await worker.wait()
-        if stop_cluster:
-            await asyncio.to_thread(standing_cluster.stop_running)
-        if hangup:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGHUP)
+        with self.batch_update() if hangup else contextlib.nullcontext():
+            worker = self._run_worker
+            if worker is not None and self.run_active:
+                worker.cancel()
+                with contextlib.suppress(Exception):
+                    await worker.wait()
+            if stop_cluster:
+                await asyncio.to_thread(standing_cluster.stop_running)
+            if hangup:
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGHUP)
         self.exit()
 
 
