@@ -103,7 +103,26 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _add_server_options(p: argparse.ArgumentParser, *, threads_help: str = "") -> None:
+class JoinedAction(argparse.Action):
+    """A repeatable flag whose values join into the one text setting it fills (`--model a
+    --model b` is `a|b`), so the CLI, the form and presets hold the same text."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        earlier = getattr(namespace, self.dest)
+        if earlier not in (None, self.default):
+            values = f"{earlier}{self.const}{values}"
+        setattr(namespace, self.dest, str(values))
+
+
+def _add_server_options(
+    p: argparse.ArgumentParser, *, threads_help: str = "", sweeps: bool = False
+) -> None:
     g = p.add_argument_group("servers")
     g.add_argument(
         "--server-bin",
@@ -111,12 +130,42 @@ def _add_server_options(p: argparse.ArgumentParser, *, threads_help: str = "") -
         help="llama-server to use (default: LLAMA_SERVER_BIN, PATH, ./llama.cpp/build/bin, "
         "the bundled CPU build)",
     )
-    g.add_argument("--model", default="", help="GGUF model file (default: bundled Gemma 3 270M)")
+    g.add_argument(
+        "--model",
+        default="",
+        action=JoinedAction,
+        const="|",
+        help="GGUF model file (default: bundled Gemma 3 270M)"
+        + ("; full sweeps take several: repeat the flag or a.gguf|b.gguf" if sweeps else ""),
+    )
     g.add_argument("--nginx-bin", default="", help="nginx to use (default: PATH, /usr/sbin/nginx)")
     g.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
     g.add_argument("--base-port", default=str(DEFAULT_BASE_PORT), help="port of instance 0")
     g.add_argument("--nginx-port", default=str(DEFAULT_NGINX_PORT))
-    g.add_argument("--threads", default="default", help="llama-server --threads" + threads_help)
+    g.add_argument(
+        "--threads",
+        default="auto",
+        help="compute threads per instance: auto (the physical cores split among the "
+        "instances), N, or default (llama-server's own)" + threads_help,
+    )
+    g.add_argument(
+        "--placement",
+        default="shared",
+        help="shared, pinned (own CPU cores per instance), spread (instance i on GPU i mod G), "
+        "or pinned+spread" + ("; a list in full sweeps" if sweeps else ""),
+    )
+    g.add_argument(
+        "--gpus", default="all", help="GPUs the instances may use: all, or NVML indices 0,1"
+    )
+    if sweeps:
+        g.add_argument(
+            "--server-dim",
+            default="",
+            action=JoinedAction,
+            const=";",
+            help='full sweeps: alternatives of server flags to compare, e.g. "-fa on|-fa off" '
+            "(repeatable: every combination is measured)",
+        )
     g.add_argument(
         "--threads-http",
         default="default",
@@ -203,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--balance", default="round_robin", help="list (full): round_robin,least_conn"
     )
-    _add_server_options(sweep, threads_help="; a list in the threads sweep")
+    _add_server_options(sweep, threads_help="; a list in the threads sweep", sweeps=True)
     _add_load_options(sweep, n_predict_help="; a list in the round-robin sweep")
     _add_results_options(sweep)
     _add_search_options(sweep)

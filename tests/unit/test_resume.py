@@ -28,6 +28,7 @@ SETTINGS = RunSettings(
     concurrency="1,2",
     n_predict="8",
     requests="4",
+    model="/m/model.gguf",
     api_key="secret",
     detach=True,
 )

@@ -15,8 +15,10 @@ import aiohttp
 from tui_lab.engine.config import Balance, LabConfig, Layout, server_argv
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import EventSink
+from tui_lab.engine.gpu_placement import cuda_env
 from tui_lab.engine.instance import ServerInstance, connect_host
 from tui_lab.engine.nginx_config import ProxySpec
+from tui_lab.engine.placement import InstancePlacement, place
 from tui_lab.engine.ports import check_port_layout, ensure_free
 from tui_lab.engine.proxy import NginxProxy
 
@@ -44,18 +46,28 @@ class Cluster:
         self.spec = spec
         self.run_dir = run_dir
         self.emit = emit
+        layout = spec.layout
+        self.placements = place(layout.instances, layout.threads, layout.placement, layout.gpus)
         self.instances = [
             ServerInstance(
                 i,
                 lab.host,
                 lab.base_port + i,
                 server_argv(
-                    lab.server_bin, lab.model, lab.host, lab.base_port + i, spec.layout, lab.api_key
+                    lab.server_bin,
+                    lab.model,
+                    lab.host,
+                    lab.base_port + i,
+                    layout,
+                    lab.api_key,
+                    threads=where.threads,
                 ),
                 run_dir / f"llama-server-{i}.log",
                 emit,
+                cpus=where.cpus,
+                env=_gpu_env(where),
             )
-            for i in range(spec.layout.instances)
+            for i, where in enumerate(self.placements)
         ]
         self.proxy: NginxProxy | None = None
         if spec.layout.proxied:
@@ -102,7 +114,14 @@ class Cluster:
         old = self.instances[index]
         await old.stop()
         fresh = ServerInstance(
-            index, self.lab.host, old.port, old.process.argv, old.process.log_path, self.emit
+            index,
+            self.lab.host,
+            old.port,
+            old.process.argv,
+            old.process.log_path,
+            self.emit,
+            cpus=self.placements[index].cpus,
+            env=_gpu_env(self.placements[index]),
         )
         self.instances[index] = fresh
         await fresh.start()
@@ -121,3 +140,8 @@ class Cluster:
         if self.proxy:
             await self.proxy.stop()
         await asyncio.gather(*(inst.stop() for inst in self.instances))
+
+
+def _gpu_env(where: InstancePlacement) -> dict[str, str] | None:
+    """The GPUs one instance sees, as its CUDA environment; None: every GPU."""
+    return cuda_env(where.gpus) if where.gpus is not None else None

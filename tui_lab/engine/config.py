@@ -7,6 +7,7 @@ same bad input gets the same one-line `LabError` wherever it was typed.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,11 @@ from tui_lab.engine.ports import MAX_PORT
 Balance = Literal["round_robin", "least_conn"]
 Api = Literal["completion", "chat"]
 BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn")
+# How many compute threads an instance runs (engine/placement.py): a count, "auto" (the
+# physical cores split among the instances), or None for llama-server's own default.
+Threads = int | Literal["auto"] | None
+Placement = Literal["shared", "pinned", "spread", "pinned+spread"]
+PLACEMENTS: tuple[Placement, ...] = ("shared", "pinned", "spread", "pinned+spread")
 
 # Prompt tokens budgeted per slot on top of n_predict when the context is computed: the default
 # prompt is ~30 tokens and a chat template adds a few dozen more.
@@ -72,6 +78,61 @@ def parse_balances(text: str) -> tuple[Balance, ...]:
             raise LabError(f"--balance: {item.strip()!r} is not one of round_robin, least_conn")
         out.append(name)  # type: ignore[arg-type]
     return tuple(out)
+
+
+def parse_threads(text: str, name: str = "threads") -> tuple[Threads, ...]:
+    """`1,2,auto,default`: counts, the even split of the cores, or llama-server's default."""
+    words: dict[str, Threads] = {"auto": "auto", "default": None}
+    values: list[Threads] = []
+    for item in text.split(","):
+        word = item.strip().lower()
+        if word in words:
+            values.append(words[word])
+            continue
+        try:
+            count = int(word)
+        except ValueError:
+            raise LabError(
+                f"--{name}: {item.strip()!r} is not a whole number, auto or default"
+            ) from None
+        if count < 1:
+            raise LabError(f"--{name}: {count} is below 1")
+        values.append(count)
+    if len(set(values)) != len(values):
+        raise LabError(f"--{name}: {text!r} repeats a value")
+    return tuple(values)
+
+
+def parse_placements(text: str) -> tuple[Placement, ...]:
+    """`shared,pinned` (also `spread`, `pinned+spread`) into placements, in the given order."""
+    out: list[Placement] = []
+    for item in text.split(","):
+        name = item.strip().lower().replace(" ", "")
+        name = "pinned+spread" if name == "spread+pinned" else name
+        if name not in PLACEMENTS:
+            raise LabError(f"--placement: {item.strip()!r} is not one of {', '.join(PLACEMENTS)}")
+        out.append(name)  # type: ignore[arg-type]
+    if len(set(out)) != len(out):
+        raise LabError(f"--placement: {text!r} repeats a value")
+    return tuple(out)
+
+
+def parse_gpus(text: str) -> tuple[int, ...] | None:
+    """`all` (None: whatever NVML sees) or NVML indices `0,2` as nvidia-smi numbers them."""
+    if text.strip().lower() in ("", "all"):
+        return None
+    values: list[int] = []
+    for item in text.split(","):
+        try:
+            value = int(item.strip())
+        except ValueError:
+            raise LabError(f"--gpus: {item.strip()!r} is not a GPU number (or 'all')") from None
+        if value < 0:
+            raise LabError(f"--gpus: {value} is not a GPU number (they count from 0)")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise LabError(f"--gpus: {text!r} repeats a GPU")
+    return tuple(values)
 
 
 def require_at_least(value: int, minimum: int, name: str) -> int:
@@ -150,12 +211,17 @@ class Layout:
     instances: int
     parallel: int
     ctx_size: int  # total context of one server (per slot x parallel)
-    threads: int | None = None
+    threads: Threads = None
     threads_http: int | None = None
     batch_size: int | None = None
     ubatch_size: int | None = None
     extra_args: tuple[str, ...] = ()
     proxied: bool = True  # behind nginx; single-server tests talk to the server directly
+    placement: Placement = "shared"
+    gpus: tuple[int, ...] | None = None  # the GPUs the instances may use; None: every GPU
+    model: Path | None = None  # None: the lab's model (LabConfig.model)
+    # One alternative of each server-flag dimension (--server-dim), after extra_args.
+    server_flags: tuple[str, ...] = ()
 
     @property
     def ctx_per_slot(self) -> int:
@@ -193,21 +259,39 @@ def effective_threads_http(layout: Layout) -> int:
     return default_threads_http(layout.parallel, layout.instances, layout.parallel)
 
 
+def server_args(layout: Layout) -> tuple[str, ...]:
+    """The user's extra arguments, then the server-flag dimension's alternatives: later flags
+    win in llama-server's parser, so a dimension overrides a fixed extra argument."""
+    return layout.extra_args + layout.server_flags
+
+
 def server_argv(
-    server_bin: Path, model: Path, host: str, port: int, layout: Layout, api_key: str | None = None
+    server_bin: Path,
+    model: Path,
+    host: str,
+    port: int,
+    layout: Layout,
+    api_key: str | None = None,
+    threads: int | None = None,
 ) -> list[str]:
     """The llama-server command line as a list (never a shell string).
 
     `--parallel` is always passed: without it llama-server switches to a unified KV cache with
     different semantics. A `--ctx-size` / `--parallel` in the user's extra arguments wins.
+    `threads` is this instance's resolved count (engine/placement.py); without it an explicit
+    count in the layout is used, else llama-server chooses.
     """
-    argv = [str(server_bin), "--model", str(model), "--host", host, "--port", str(port)]
-    if not _has_flag(layout.extra_args, PARALLEL_FLAGS):
+    if threads is None and isinstance(layout.threads, int):
+        threads = layout.threads
+    extra = server_args(layout)
+    argv = [str(server_bin), "--model", str(layout.model or model)]
+    argv += ["--host", host, "--port", str(port)]
+    if not _has_flag(extra, PARALLEL_FLAGS):
         argv += ["--parallel", str(layout.parallel)]
-    if not _has_flag(layout.extra_args, CTX_FLAGS):
+    if not _has_flag(extra, CTX_FLAGS):
         argv += ["--ctx-size", str(layout.ctx_size)]
-    if layout.threads is not None:
-        argv += ["--threads", str(layout.threads)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
     argv += ["--threads-http", str(effective_threads_http(layout))]
     if layout.batch_size is not None:
         argv += ["--batch-size", str(layout.batch_size)]
@@ -216,7 +300,7 @@ def server_argv(
     argv += ["--metrics", "--slots", "--no-webui"]
     if api_key:
         argv += ["--api-key", api_key]
-    argv += list(layout.extra_args)
+    argv += list(extra)
     return argv
 
 
@@ -265,6 +349,10 @@ class Cell:
             "ubatch_size": self.layout.ubatch_size,
             "ctx_size": self.layout.ctx_size,
             "balance": self.balance if self.layout.proxied else "direct",
+            "placement": self.layout.placement,
+            "gpus": None if self.layout.gpus is None else ",".join(map(str, self.layout.gpus)),
+            "model": str(self.layout.model) if self.layout.model else None,
+            "server_flags": shlex.join(self.layout.server_flags) or None,
         }
 
 

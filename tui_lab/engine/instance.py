@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,16 @@ class ServerInstance:
     """A llama-server process and the states it passes through, emitted as `ProcessState` events."""
 
     def __init__(
-        self, index: int, host: str, port: int, argv: list[str], log_path: Path, emit: EventSink
+        self,
+        index: int,
+        host: str,
+        port: int,
+        argv: list[str],
+        log_path: Path,
+        emit: EventSink,
+        *,
+        cpus: tuple[int, ...] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.index = index
         self.port = port
@@ -47,7 +57,12 @@ class ServerInstance:
         self.emit = emit
         self.state: ProcessStatus = "stopped"
         self.process = ManagedProcess(
-            f"llama-server #{index}", argv, log_path, on_exit=self._exited
+            f"llama-server #{index}",
+            argv,
+            log_path,
+            on_exit=self._exited,
+            cpus=cpus,
+            env={**os.environ, **env} if env else None,
         )
 
     @property

@@ -55,7 +55,7 @@ from gguf import (
     Keys,
 )
 
-from tui_lab.engine.config import CTX_FLAGS, PARALLEL_FLAGS, Layout, flag_value
+from tui_lab.engine.config import CTX_FLAGS, PARALLEL_FLAGS, Layout, flag_value, server_args
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.telemetry import APPLE_SILICON, GpuProbe
 from tui_lab.engine.units import human_bytes
@@ -307,7 +307,7 @@ class ServerAsk:
 
     @classmethod
     def of(cls, layout: Layout, model: ModelFacts) -> ServerAsk:
-        args = layout.extra_args
+        args = server_args(layout)  # a server-flag dimension's -ctk q8_0 counts too
         parallel = _whole(flag_value(args, PARALLEL_FLAGS), layout.parallel, "--parallel")
         ctx = _whole(flag_value(args, CTX_FLAGS), layout.ctx_size, "--ctx-size")
         mode = (flag_value(args, LOAD_MODE_FLAGS) or "auto").lower()
@@ -451,11 +451,12 @@ def check(model_path: Path, layout: Layout) -> Preflight:
 
 def largest(model_path: Path, layouts: Iterable[Layout]) -> Preflight:
     """The pre-flight of the layout that needs the most memory; free memory is read once per
-    place it is compared with (GPU or RAM), not once per layout."""
-    model = read_model(model_path)
+    place it is compared with (GPU or RAM), not once per layout. A layout's own model (a sweep
+    over model files) wins over `model_path`."""
     budgets: dict[bool, Budget] = {}
     verdicts = []
     for layout in set(layouts):
+        model = read_model(layout.model or model_path)
         ask = ServerAsk.of(layout, model)
         if ask.offload not in budgets:
             budgets[ask.offload] = memory_budget(ask.offload)

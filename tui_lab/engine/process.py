@@ -47,6 +47,24 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
 
 _DIE_WITH_PARENT = _die_with_parent_hook()
+
+
+def _child_setup(cpus: tuple[int, ...] | None) -> Callable[[], None] | None:
+    """What the child runs between fork and exec: the parent-death signal, and its CPU
+    affinity, which every thread llama-server starts then inherits."""
+    if cpus is None:
+        return _DIE_WITH_PARENT
+    die_with_parent = _DIE_WITH_PARENT
+    allowed = set(cpus)
+
+    def hook() -> None:
+        if die_with_parent is not None:
+            die_with_parent()
+        os.sched_setaffinity(0, allowed)
+
+    return hook
+
+
 # Without the kernel's help, a watchdog process per child does the same job (macOS).
 _WATCHDOG = _DIE_WITH_PARENT is None
 
@@ -78,11 +96,13 @@ class ManagedProcess:
         *,
         env: dict[str, str] | None = None,
         on_exit: Callable[[ManagedProcess], None] | None = None,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
+        self.cpus = cpus  # CPU affinity, set in the child before exec (engine/placement.py)
         self.on_exit = on_exit
         self.stopping = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -109,7 +129,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_DIE_WITH_PARENT,
+                preexec_fn=_child_setup(self.cpus),
                 env=self.env,
             )
         record_child(self.log_path.parent, self.name, self._proc.pid)

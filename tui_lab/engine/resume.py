@@ -18,6 +18,7 @@ from tui_lab.engine.errors import LabError
 from tui_lab.engine.results import read_meta, read_rows
 from tui_lab.engine.run_settings import RunSettings, build_plan
 from tui_lab.engine.runs import Plan
+from tui_lab.engine.sweep import cell_row
 
 # Settings that say how to run, not what to measure: never recorded, chosen again at resume.
 NOT_RECORDED = ("api_key", "detach")
@@ -36,7 +37,8 @@ def recorded_config(
         "cells": len(plan.cells),
         "requests": plan.requests,
         "server_bin": str(lab.server_bin),
-        "model": str(lab.model),
+        # Every model the plan runs, as resolved now, `|` between them as in the setting.
+        "model": "|".join(dict.fromkeys(str(c.layout.model or lab.model) for c in plan.cells)),
         "nginx_bin": str(lab.nginx_bin) if lab.nginx_bin else None,
         "settings": recorded,
     }
@@ -97,6 +99,7 @@ def load(results_file: Path, *, retry_failed: bool = False, api_key: str = "") -
             f"{meta_path}: an adaptive sweep is started again, not resumed: what it measures "
             "next depends on what it has measured"
         )
+    _check_columns(jsonl, rows, plan)
     done = _done_cells(jsonl, rows, plan, retry_failed)
     return Resumption(settings, plan, frozenset(done), meta_path)
 
@@ -109,6 +112,20 @@ def _resolved_paths(config: Mapping[str, Any]) -> dict[str, str]:
         for name in ("server_bin", "model", "nginx_bin")
         if isinstance(config.get(name), str)
     }
+
+
+def _check_columns(jsonl: Path, rows: list[dict[str, object]], plan: Plan) -> None:
+    """Rows of another version of the lab have other columns: appending to them would break
+    the CSV, so such a sweep is started again rather than resumed."""
+    if not rows:
+        return
+    expected = set(cell_row(plan, 1, plan.cells[0], None, None, None))
+    if set(rows[0]) != expected:
+        differ = sorted(set(rows[0]) ^ expected)
+        raise LabError(
+            f"{jsonl}: written by another version of llamalab (columns differ: "
+            f"{', '.join(differ[:6])}{', ...' if len(differ) > 6 else ''}); start it again"
+        )
 
 
 def _done_cells(

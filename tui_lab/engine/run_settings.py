@@ -7,13 +7,14 @@ line, in the form or in a preset gets the same one-line message.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tui_lab.engine import runs, search
+from tui_lab.engine import placement, runs, search
 from tui_lab.engine.config import (
     DEFAULT_BASE_PORT,
     DEFAULT_HOST,
@@ -21,15 +22,20 @@ from tui_lab.engine.config import (
     LabConfig,
     Layout,
     LoadSettings,
+    Placement,
+    Threads,
     check_extra_args,
     check_host,
     check_port,
     computed_ctx_size,
     parse_balances,
+    parse_gpus,
     parse_int_list,
+    parse_placements,
     parse_positive_ints,
+    parse_threads,
 )
-from tui_lab.engine.discovery import find_model, find_nginx, find_server
+from tui_lab.engine.discovery import default_model_path, find_model, find_nginx, find_server
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.ports import check_port_layout
 from tui_lab.engine.runs import Plan, ServerOptions
@@ -57,11 +63,15 @@ class RunSettings:
     parallel: str = "1,4"
     concurrency: str = "1,8"
     n_predict: str = "64"
-    threads: str = "default"
+    threads: str = "auto"  # see engine/placement.py: the cores split among the instances
     threads_http: str = "default"
     batch_size: str = "default"
     ubatch_size: str = "default"
     balance: str = "round_robin"
+    placement: str = "shared"
+    gpus: str = "all"
+    # Server-flag dimensions: `;` between dimensions, `|` between one's alternatives.
+    server_dim: str = ""
     requests: str = ""
     requests_per_client: str = "2"
     api: str = "completion"
@@ -72,7 +82,7 @@ class RunSettings:
     ctx_per_slot: str = ""
     server_args: str = ""
     server_bin: str = ""
-    model: str = ""
+    model: str = ""  # blank: the default model; several, `|` between them (full sweeps)
     nginx_bin: str = ""
     host: str = DEFAULT_HOST
     base_port: str = str(DEFAULT_BASE_PORT)
@@ -153,11 +163,11 @@ def check_api_key(text: str) -> str:
     return text
 
 
-def _server_args(text: str) -> tuple[str, ...]:
+def _server_args(text: str, option: str = "server-args") -> tuple[str, ...]:
     try:
         return check_extra_args(tuple(shlex.split(text)))
     except ValueError as exc:
-        raise LabError(f"--server-args: {exc}") from None
+        raise LabError(f"--{option}: {exc}") from None
 
 
 def _kind(text: str) -> str:
@@ -166,7 +176,7 @@ def _kind(text: str) -> str:
     return text
 
 
-_COMMON = {"n_predict", "threads", "threads_http"}
+_COMMON = {"n_predict", "threads", "threads_http", "placement", "gpus"}
 # The fields each run kind reads; the others are ignored (and not checked) for that kind.
 RELEVANT: dict[str, set[str]] = {
     "test-single": _COMMON,
@@ -175,7 +185,15 @@ RELEVANT: dict[str, set[str]] = {
     "sweep-threads": _COMMON | {"parallel", "concurrency"},
     "sweep-round-robin": _COMMON | {"instances", "parallel", "concurrency", "balance"},
     "sweep-full": _COMMON
-    | {"instances", "parallel", "concurrency", "batch_size", "ubatch_size", "balance"},
+    | {
+        "instances",
+        "parallel",
+        "concurrency",
+        "batch_size",
+        "ubatch_size",
+        "balance",
+        "server_dim",
+    },
 }
 SEARCH_FIELDS = {"plateau", "finalists", "max_p99_ms", "max_ttft_ms"}
 RELEVANT["sweep-adaptive"] = RELEVANT["sweep-full"] | SEARCH_FIELDS
@@ -193,6 +211,8 @@ def _takes_lists(kind: str) -> set[str]:
             "batch_size",
             "ubatch_size",
             "balance",
+            "placement",
+            "model",
         },
     }.get("sweep-full" if kind == "sweep-adaptive" else kind, set())
 
@@ -213,7 +233,16 @@ def defaults_for(kind: str) -> RunSettings:
 
 def _list_check(kind: str, name: str) -> Callable[[str], object]:
     option = name.replace("_", "-")
-    if name in ("threads", "threads_http", "batch_size", "ubatch_size"):
+    lists = name in _takes_lists(kind)
+    if name == "threads":
+        return parse_threads if lists else single_threads
+    if name == "placement":
+        return parse_placements if lists else single_placement
+    if name == "gpus":
+        return parse_gpus
+    if name == "server_dim":
+        return parse_server_dims
+    if name in ("threads_http", "batch_size", "ubatch_size"):
         if name in _takes_lists(kind):
             return lambda t: parse_int_list(t, option, allow_default=True)
         return lambda t: _optional_int(t, option)
@@ -224,6 +253,65 @@ def _list_check(kind: str, name: str) -> Callable[[str], object]:
     if name in _takes_lists(kind):
         return lambda t: parse_positive_ints(t, option)
     return lambda t: one_value(t, option)
+
+
+def single_threads(text: str) -> Threads:
+    values = parse_threads(text)
+    if len(values) != 1:
+        raise LabError("--threads: this run takes one value, not a list")
+    return values[0]
+
+
+def single_placement(text: str) -> Placement:
+    values = parse_placements(text)
+    if len(values) != 1:
+        raise LabError("--placement: this run takes one value, not a list")
+    return values[0]
+
+
+def parse_server_dims(text: str) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """`-fa on|-fa off; -ctk f16|-ctk q8_0` into dimensions of alternatives, each a list of
+    arguments; an empty alternative means "no flag" (`|-fa on` compares the default with it)."""
+    dims = []
+    for dim in text.split(";"):
+        if not dim.strip():
+            continue
+        alternatives = tuple(_server_args(alt, "server-dim") for alt in dim.split("|"))
+        if len(set(alternatives)) != len(alternatives):
+            raise LabError(f"--server-dim: {dim.strip()!r} repeats an alternative")
+        dims.append(alternatives)
+    return tuple(dims)
+
+
+def server_flag_choices(text: str) -> tuple[tuple[str, ...], ...]:
+    """Every combination of one alternative per dimension, in the order given."""
+    return tuple(
+        tuple(arg for alt in combo for arg in alt)
+        for combo in itertools.product(*parse_server_dims(text))
+    )
+
+
+def model_entries(text: str) -> tuple[str, ...]:
+    """The models as typed, `|` between them; blank is the default model."""
+    entries = tuple(entry.strip() for entry in text.split("|")) if text.strip() else ("",)
+    if len(entries) > 1 and not all(entries):
+        raise LabError(f"--model: empty entry in {text!r}; give paths like a.gguf|b.gguf")
+    if len(set(entries)) != len(entries):
+        raise LabError(f"--model: {text!r} repeats a model")
+    return entries
+
+
+def _model_path(entry: str) -> Path:
+    """What find_model will resolve the entry to, without touching the disk's contents, so a
+    plan can be built (and checked as typed) before the model is assembled or read."""
+    return Path(entry).expanduser().resolve() if entry else default_model_path()
+
+
+def _models(s: RunSettings, kind: str) -> tuple[Path, ...]:
+    entries = model_entries(s.model)
+    if len(entries) > 1 and "model" not in _takes_lists(kind):
+        raise LabError("--model: this run takes one model, not a list")
+    return tuple(_model_path(e) for e in entries)
 
 
 def single_balance(text: str) -> str:
@@ -283,6 +371,7 @@ def _checks(settings: RunSettings) -> dict[str, Callable[[str], object]]:
         nginx_port=lambda t: _port(t, "nginx-port"),
         api_key=check_api_key,
         api=lambda t: t if t in ("completion", "chat") else _bad_api(t),
+        model=lambda t: _models(settings.with_values(model=t), kind),
     )
     return checks
 
@@ -311,11 +400,15 @@ def validate(settings: RunSettings) -> None:
 
 def _server_options(s: RunSettings, kind: str) -> ServerOptions:
     sweeps_threads = kind == "sweep-threads"
+    lists = _takes_lists(kind)
     return ServerOptions(
-        threads=None if sweeps_threads else _optional_int(s.threads, "threads"),
+        threads=None if sweeps_threads else single_threads(s.threads),
         threads_http=None if sweeps_threads else _optional_int(s.threads_http, "threads-http"),
         ctx_per_slot=_optional_int(s.ctx_per_slot, "ctx-per-slot", minimum=16),
         extra_args=_server_args(s.server_args),
+        placement="shared" if "placement" in lists else single_placement(s.placement),
+        gpus=parse_gpus(s.gpus),
+        model=_models(s, kind)[0],
     )
 
 
@@ -355,7 +448,7 @@ def build_plan(s: RunSettings) -> Plan:
         )
     elif s.kind == "sweep-threads":
         plan = runs.threads_sweep(
-            parse_int_list(s.threads, "threads", allow_default=True),
+            parse_threads(s.threads),
             parse_int_list(s.threads_http, "threads-http", allow_default=True),
             one_value(s.parallel, "parallel"),
             one_value(s.concurrency, "concurrency"),
@@ -382,10 +475,14 @@ def build_plan(s: RunSettings) -> Plan:
             batch_sizes=parse_int_list(s.batch_size, "batch-size", allow_default=True),
             ubatch_sizes=parse_int_list(s.ubatch_size, "ubatch-size", allow_default=True),
             balances=parse_balances(s.balance),
+            placements=parse_placements(s.placement),
+            models=_models(s, s.kind),
+            server_flags=server_flag_choices(s.server_dim),
         )
         if s.kind == "sweep-adaptive":
             plan = runs.adaptive_sweep(search_settings(s), plan)
     _check_ctx(plan)
+    _check_placements(plan)
     check_port_layout(
         _port(s.base_port, "base-port"),
         _port(s.nginx_port, "nginx-port"),
@@ -393,6 +490,13 @@ def build_plan(s: RunSettings) -> Plan:
         proxied=any(c.layout.proxied for c in plan.cells),
     )
     return plan
+
+
+def _check_placements(plan: Plan) -> None:
+    """Every layout's placement is possible on this machine (cores to pin, GPUs to spread
+    over), so a sweep never stops at its fifth layout for something known now."""
+    for layout in {cell.layout for cell in plan.cells}:
+        placement.place(layout.instances, layout.threads, layout.placement, layout.gpus)
 
 
 def _check_ctx(plan: Plan) -> None:
@@ -416,11 +520,15 @@ def cluster_layout(s: RunSettings, n_predict: int = CLUSTER_N_PREDICT) -> Layout
         "nginx_port",
         "server_args",
         "api_key",
+        "threads",
+        "placement",
+        "gpus",
+        "model",
     ):
         _checks(s.with_values(kind="test-round-robin"))[name](getattr(s, name))
     opts = _server_options(s, "test-round-robin")
     parallel = one_value(s.parallel, "parallel")
-    return Layout(
+    layout = Layout(
         instances=one_value(s.instances, "instances"),
         parallel=parallel,
         ctx_size=computed_ctx_size(parallel, n_predict, opts.ctx_per_slot),
@@ -428,7 +536,12 @@ def cluster_layout(s: RunSettings, n_predict: int = CLUSTER_N_PREDICT) -> Layout
         threads_http=opts.threads_http,
         extra_args=opts.extra_args,
         proxied=True,
+        placement=opts.placement,
+        gpus=opts.gpus,
+        model=opts.model,
     )
+    placement.place(layout.instances, layout.threads, layout.placement, layout.gpus)
+    return layout
 
 
 def lab_config(s: RunSettings, *, need_nginx: bool) -> LabConfig:
@@ -438,9 +551,10 @@ def lab_config(s: RunSettings, *, need_nginx: bool) -> LabConfig:
     nginx_port = _port(s.nginx_port, "nginx-port")
     ready = _number(s.ready_timeout, "ready-timeout")
     api_key = check_api_key(s.api_key) or None
+    models = [find_model(entry or None) for entry in model_entries(s.model)]
     return LabConfig(
         server_bin=find_server(s.server_bin or None),
-        model=find_model(s.model or None),
+        model=models[0],
         nginx_bin=find_nginx(s.nginx_bin or None) if need_nginx else None,
         host=host,
         base_port=base_port,
@@ -479,6 +593,8 @@ _CLUSTER_FLAGS = (
     "nginx_port",
     "threads",
     "threads_http",
+    "placement",
+    "gpus",
     "ctx_per_slot",
     "server_args",
     "api_key",

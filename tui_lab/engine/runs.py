@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tui_lab.engine.config import (
     Balance,
     Cell,
     Layout,
     LoadSettings,
+    Placement,
+    Threads,
     computed_ctx_size,
     default_threads_http,
 )
@@ -44,12 +47,15 @@ class Plan:
 class ServerOptions:
     """Server-side settings that are not swept in a given run."""
 
-    threads: int | None = None
+    threads: Threads = None
     threads_http: int | None = None
     batch_size: int | None = None
     ubatch_size: int | None = None
     ctx_per_slot: int | None = None
     extra_args: tuple[str, ...] = ()
+    placement: Placement = "shared"
+    gpus: tuple[int, ...] | None = None
+    model: Path | None = None
 
 
 def _layout(
@@ -69,6 +75,9 @@ def _layout(
         "threads_http": opts.threads_http,
         "batch_size": opts.batch_size,
         "ubatch_size": opts.ubatch_size,
+        "placement": opts.placement,
+        "gpus": opts.gpus,
+        "model": opts.model,
     }
     fields.update(kw)
     if fields["threads_http"] is None:
@@ -116,7 +125,7 @@ def round_robin(
 
 
 def threads_sweep(
-    threads: Sequence[int | None],
+    threads: Sequence[Threads],
     threads_http: Sequence[int | None],
     parallel: int,
     concurrency: int,
@@ -173,11 +182,24 @@ def full_sweep(
     batch_sizes: Sequence[int | None] = (None,),
     ubatch_sizes: Sequence[int | None] = (None,),
     balances: Sequence[Balance] = ("round_robin",),
+    placements: Sequence[Placement] | None = None,
+    models: Sequence[Path | None] | None = None,
+    server_flags: Sequence[tuple[str, ...]] = ((),),
 ) -> Plan:
-    """Instances x parallel x concurrency (x batch x ubatch x balance), always through nginx so
-    one instance and sixteen are measured the same way."""
+    """Instances x parallel x concurrency (x batch x ubatch x placement x balance), for each
+    model and each combination of server-flag alternatives, always through nginx so one
+    instance and sixteen are measured the same way. Models and flags are outermost: a model
+    change reloads every server anyway, and the model is what users compare first."""
     cells = []
-    for n, p, b, ub in itertools.product(instances, parallels, batch_sizes, ubatch_sizes):
+    for model, flags, n, p, b, ub, place in itertools.product(
+        models or (opts.model,),
+        server_flags,
+        instances,
+        parallels,
+        batch_sizes,
+        ubatch_sizes,
+        placements or (opts.placement,),
+    ):
         layout = _layout(
             opts,
             n,
@@ -187,6 +209,9 @@ def full_sweep(
             proxied=True,
             batch_size=b,
             ubatch_size=ub,
+            placement=place,
+            model=model,
+            server_flags=flags,
         )
         for bal, c in itertools.product(balances, concurrencies):
             cells.append(_cell(layout, bal, c, load.n_predict, load))

@@ -30,6 +30,7 @@ from tui_lab.engine.run_settings import (
     build_plan,
     estimate,
     field_error,
+    model_entries,
 )
 from tui_lab.engine.runs import Plan
 from tui_lab.screens.model_picker import ModelPicker
@@ -46,6 +47,8 @@ GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("n_predict", "n_predict"),
             ("threads", "Threads"),
             ("threads_http", "HTTP threads"),
+            ("placement", "Placement"),
+            ("gpus", "GPUs"),
             ("batch_size", "Batch size"),
             ("ubatch_size", "Ubatch size"),
             ("balance", "Balance"),
@@ -72,6 +75,7 @@ GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("ctx_per_slot", "Context per slot"),
             ("server_args", "Extra server args"),
+            ("server_dim", "Server-flag dims"),
             ("ready_timeout", "Ready timeout s"),
             ("stop_on_error", "Stop the sweep at the first failed cell"),
             ("upstream_keepalive", "nginx upstream keep-alive"),
@@ -98,12 +102,15 @@ CHOICES: dict[str, list[tuple[str, str]]] = {
     "api": [("completion (/completion)", "completion"), ("chat (/v1/chat/completions)", "chat")],
 }
 PLACEHOLDERS = {
-    "threads": "default, or a number",
+    "threads": "auto (cores split among instances), default, or a number",
+    "placement": "shared, pinned (own cores), spread (own GPU), pinned+spread",
+    "gpus": "all, or GPU numbers like 0,1",
+    "server_dim": "e.g. -fa on|-fa off ; -ctk f16|-ctk q8_0",
     "threads_http": "default, or a number",
     "requests": "blank: concurrency x requests/client",
     "ctx_per_slot": "blank: enough for prompt + n_predict",
     "server_args": "e.g. --flash-attn on -ngl 99",
-    "model": "blank: the bundled default model",
+    "model": "blank: the bundled default model; full sweeps: a.gguf|b.gguf",
     "server_bin": "blank: LLAMA_SERVER_BIN, PATH or the bundled build",
     "nginx_bin": "blank: NGINX_BIN or PATH",
     "api_key": "blank: no key",
@@ -112,7 +119,7 @@ PLACEHOLDERS = {
 }
 # Paths the engine checks only when a run starts; checking them as typed saves a failed start.
 PATH_CHECKS: dict[str, Callable[[str], object]] = {
-    "model": check_model,
+    "model": lambda text: [check_model(entry) for entry in model_entries(text) if entry],
     "server_bin": find_server,
     "nginx_bin": find_nginx,
 }
@@ -311,7 +318,9 @@ class ConfigureScreen(Screen[RunSettings | None]):
 
     def _model_chosen(self, path: Path | None) -> None:
         if path is not None:
-            self._fields["model"].value = str(path)
+            # After a trailing `|` the pick is one more model of a sweep over model files.
+            current = str(self._fields["model"].value).rstrip()
+            self._fields["model"].value = f"{current}{path}" if current.endswith("|") else str(path)
             self._fields["model"].focus()
 
 
@@ -325,9 +334,8 @@ def _misfit(settings: RunSettings, plan: Plan) -> str | None:
     """The memory pre-flight of the run's largest layout, when it does not fit (such cells are
     skipped, so the run may still be worth starting). Nothing when the model cannot be read:
     its field says why."""
-    model = Path(settings.model).expanduser() if settings.model else default_model_path()
     try:
-        verdict = largest(model, (cell.layout for cell in plan.cells))
+        verdict = largest(default_model_path(), (cell.layout for cell in plan.cells))
     except LabError:
         return None
     return None if verdict.fits else f"largest layout does not fit: {verdict.summary()}"
