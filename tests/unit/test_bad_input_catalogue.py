@@ -42,7 +42,7 @@ CLI_CASES = [
     (["sweep", "threads", "--threads", "0"], "--threads: 0 is below 1"),
     (["sweep", "full", "--threads", "many"], "--threads: 'many' is not a whole number, auto or"),
     (["sweep", "full", "--threads", "1,2"], "--threads: this run takes one value"),
-    (["sweep", "full", "--placement", "tight"], "--placement: 'tight' is not one of shared, pinned"),
+    (["sweep", "full", "--placement", "tight"], "--placement: 'tight' is not one of shared"),
     (
         ["sweep", "full", "--instances", "1,64", "--placement", "pinned"],
         "--placement pinned: 64 instances need 64 physical cores",
