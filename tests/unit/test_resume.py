@@ -169,3 +169,35 @@ def test_an_adaptive_sweep_is_started_again_not_resumed(tmp_path: Path) -> None:
         again.write({"cell": 1})
     with pytest.raises(LabError, match="an adaptive sweep is started again, not resumed"):
         resume.load(w.jsonl_path)
+
+
+def test_a_sweep_over_models_and_server_flags_resumes_with_the_same_cells(
+    tmp_path: Path,
+) -> None:
+    dims = SETTINGS.with_values(
+        model="/m/a.gguf|/m/b.gguf", server_dim="-fa on|-fa off", placement="shared,pinned"
+    )
+    plan = build_plan(dims)
+    config = resume.recorded_config(dims, plan, LAB)
+    assert config["model"] == "/m/a.gguf|/m/b.gguf"
+    with ResultsWriter(tmp_path, plan.run, config, {}) as writer:
+        for index in (1, 3, 9):
+            writer.write(cell_row(plan, index, plan.cells[index - 1], None, None, None))
+    resumed = resume.load(writer.jsonl_path)
+    assert resumed.plan == plan and len(plan.cells) == 2 * 2 * 2 * 2 * 2
+    assert resumed.done == {1, 3, 9}
+    rows = read_rows(writer.jsonl_path)
+    assert [(r["model"], r["server_flags"], r["placement"]) for r in rows] == [
+        ("/m/a.gguf", "-fa on", "shared"),
+        ("/m/a.gguf", "-fa on", "pinned"),
+        ("/m/a.gguf", "-fa off", "shared"),
+    ]
+
+
+def test_rows_of_another_lab_version_are_not_appended_to(tmp_path: Path) -> None:
+    writer = sweep_files(tmp_path, [1])
+    row = read_rows(writer.jsonl_path)[0]
+    del row["placement"]
+    writer.jsonl_path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(LabError, match="written by another version of llamalab"):
+        resume.load(writer.jsonl_path)

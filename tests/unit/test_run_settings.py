@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tui_lab import cli
+from tui_lab.engine import search
+from tui_lab.engine.config import server_args
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.preflight import ModelFacts, ServerAsk
 from tui_lab.engine.run_settings import (
     RunSettings,
     build_plan,
+    cluster_args,
     cluster_layout,
+    defaults_for,
     estimate,
     field_error,
 )
@@ -94,3 +102,60 @@ def test_cluster_layout_sizes_slots_for_outside_clients() -> None:
     assert layout.ctx_per_slot >= 1024
     with pytest.raises(LabError, match="one value"):
         cluster_layout(RunSettings(instances="1,2"))
+
+
+def test_server_dimensions_and_models_make_one_layout_per_combination() -> None:
+    s = RunSettings(
+        instances="1,2",
+        parallel="2",
+        concurrency="4",
+        model="/m/a.gguf|/m/b.gguf",
+        server_dim="-fa on|-fa off; |-ctk q8_0",
+    )
+    plan = build_plan(s)
+    assert len(plan.cells) == 2 * 2 * 2 * 2
+    combos = [(c.params()["model"], c.params()["server_flags"]) for c in plan.cells[:4]]
+    assert combos == [
+        ("/m/a.gguf", "-fa on"),
+        ("/m/a.gguf", "-fa on"),  # the same flags at the next instance count
+        ("/m/a.gguf", "-fa on -ctk q8_0"),
+        ("/m/a.gguf", "-fa on -ctk q8_0"),
+    ]
+    assert {c.params()["model"] for c in plan.cells[8:]} == {"/m/b.gguf"}
+    # Each combination is a layout of its own, so the adaptive search ladders each.
+    assert len(search.lanes(plan.cells)) == 16
+    flags = plan.cells[2].layout
+    assert server_args(flags) == ("-fa", "on", "-ctk", "q8_0")
+
+
+def test_a_server_dimension_is_counted_by_the_memory_preflight() -> None:
+    plan = build_plan(RunSettings(instances="1", parallel="1", server_dim="|-ctk q8_0 -ctv q8_0"))
+    facts = ModelFacts(Path("m"), "gemma3", 2, (1, 1), 256, 256, 1000, None, None, 10**8)
+    plain, quantised = (ServerAsk.of(c.layout, facts) for c in plan.cells[::2])
+    assert (plain.cache_k, quantised.cache_k, quantised.cache_v) == ("f16", "q8_0", "q8_0")
+
+
+def test_threads_take_auto_default_and_counts_and_placement_is_a_full_sweep_list() -> None:
+    plan = build_plan(defaults_for("sweep-threads").with_values(threads="1,auto,default"))
+    assert [c.params()["threads"] for c in plan.cells] == [1, "auto", None]
+    full = build_plan(RunSettings(instances="1", parallel="1", placement="shared,pinned"))
+    assert [c.params()["placement"] for c in full.cells] == ["shared", "shared", "pinned", "pinned"]
+    assert RunSettings().threads == "auto"
+    for kind in ("test-round-robin", "sweep-round-robin"):
+        s = RunSettings(kind=kind, instances="2", parallel="2", concurrency="4")
+        assert field_error(s.with_values(placement="shared,pinned"), "placement") == (
+            "--placement: this run takes one value, not a list"
+        )
+        assert field_error(s.with_values(server_dim="-fa on|-fa off"), "server_dim") is None
+
+
+def test_repeated_model_and_server_dim_flags_join_into_their_settings() -> None:
+    args = cli.build_parser().parse_args(
+        ["sweep", "full", "--model", "a.gguf", "--model", "b.gguf", "--server-dim",
+         "-fa on|-fa off", "--server-dim=-ctk f16|-ctk q8_0", "--placement", "pinned"]
+    )  # fmt: skip
+    s = cli.settings_from_args(args)
+    assert s.model == "a.gguf|b.gguf"
+    assert s.server_dim == "-fa on|-fa off;-ctk f16|-ctk q8_0"
+    assert s.placement == "pinned"
+    assert "--placement" in cluster_args(s.with_values(kind="test-round-robin"))
