@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -192,6 +193,12 @@ class GpuProbe:
                 with contextlib.suppress(*_NVML_ERRORS):
                     pynvml.nvmlShutdown()
                 self._reason = CLOSED_REASON
+
+
+# One probe for the whole process, initialised on first use and never closed: the configure screen
+# sizes a layout on every keystroke and placement asks which GPUs exist, and NVML counts its
+# initialisations, so a collector closing its own probe does not end this one.
+shared_gpu_probe = functools.cache(GpuProbe)
 
 
 def _nvml_reason(error: Exception) -> str:
