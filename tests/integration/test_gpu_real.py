@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -46,3 +47,21 @@ def test_devices_match_what_nvidia_smi_reports() -> None:
         assert abs(device.memory_total_bytes / 2**20 - float(total_mib)) <= 1
         assert 0 <= device.memory_used_bytes <= device.memory_total_bytes
     assert all(size >= 0 for size in per_pid.values())
+
+
+@pytest.mark.skipif(not GPUS, reason="no working NVIDIA driver here (nvidia-smi absent or failing)")
+def test_energy_counters_cover_every_gpu_and_only_go_up() -> None:
+    """Boards before Volta have no counter: then the reason must say so, not a figure."""
+    assert GPUS is not None
+    probe = GpuProbe()
+    try:
+        first = probe.energy()
+        time.sleep(0.5)
+        second = probe.energy()
+    finally:
+        probe.close()
+    if first.reason is not None:
+        assert "no energy counter" in first.reason
+        return
+    assert sorted(first.millijoules) == list(range(len(GPUS)))
+    assert all(second.millijoules[i] >= first.millijoules[i] for i in first.millijoules)

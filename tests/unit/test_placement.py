@@ -11,8 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+import pynvml
 import pytest
 
+from tests.fake_gpus import FakeGpu, install
 from tui_lab.engine import placement
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.placement import (
@@ -149,3 +151,33 @@ async def test_a_pinned_process_runs_only_on_its_cores(tmp_path: Path) -> None:
     await child.start()
     assert await asyncio.wait_for(child.wait(), 30) == 0
     assert (tmp_path / "log").read_text().strip() == f"[{cpu}]"
+
+
+@pytest.mark.usefixtures("fresh_probe")
+@pytest.mark.parametrize("boards", [1, 2, 8])
+def test_spread_and_pinning_together_give_each_instance_its_cores_and_its_gpu(
+    monkeypatch: pytest.MonkeyPatch, boards: int
+) -> None:
+    install(monkeypatch, [FakeGpu(f"Card {i}") for i in range(boards)])
+    topo = Topology(tuple(Core((i,)) for i in range(4)))
+    got = place(4, "auto", "pinned+spread", None, topo)
+    assert [p.gpus for p in got] == [(i % boards,) for i in range(4)]
+    assert [p.cpus for p in got] == [(0,), (1,), (2,), (3,)]
+    shared = place(2, "auto", "shared", (0,), topo)
+    assert [p.gpus for p in shared] == [(0,), (0,)]  # --gpus 0: both see that GPU only
+    row = describe(got)["instance_gpus"]
+    assert row == ";".join(str(i % boards) for i in range(4))
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_without_a_gpu_shared_asks_nothing_of_nvml_and_spread_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_driver() -> None:
+        raise pynvml.NVMLError_LibraryNotFound()
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    topo = Topology((Core((0,)), Core((1,))))
+    assert [p.gpus for p in place(2, "auto", "shared", None, topo)] == [None, None]
+    with pytest.raises(LabError, match=r"^--placement spread: no NVIDIA GPU"):
+        place(2, "auto", "spread", None, topo)

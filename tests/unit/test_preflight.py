@@ -3,27 +3,36 @@ the arithmetic (worked out by hand in each test), bad files, and a sweep cell it
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import gguf
 import numpy as np
 import psutil
-import pynvml
 import pytest
 
 from tests.conftest import free_port_block
+from tests.fake_gpus import FakeGpu, GiB, install, no_nvml
 from tui_lab import cli
-from tui_lab.engine import preflight, standing_cluster, telemetry
+from tui_lab.engine import preflight, standing_cluster
 from tui_lab.engine.config import LabConfig, Layout, LoadSettings
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Notice
-from tui_lab.engine.preflight import ServerAsk, check, estimate, read_model
+from tui_lab.engine.gpu_placement import place
+from tui_lab.engine.preflight import (
+    DoesNotFit,
+    ServerAsk,
+    check,
+    estimate,
+    largest,
+    read_model,
+    require_fit,
+)
 from tui_lab.engine.results import ResultsWriter, read_rows
 from tui_lab.engine.runs import ServerOptions, single
 from tui_lab.engine.sweep import PlanRunner, cell_row
+from tui_lab.engine.units import human_bytes
 
 MiB = 1024 * 1024
 # The small model: 4 layers, 8 query heads of 32 (embedding 256), 2 KV heads, 1000 tokens.
@@ -159,46 +168,150 @@ def test_ram_budget_is_what_psutil_calls_available(small_model: Path) -> None:
     assert verdict.fits and verdict.estimate.weights_shared
 
 
-@pytest.fixture
-def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", False)
-    monkeypatch.setattr(preflight, "APPLE_SILICON", False)
-    preflight._gpu_probe.cache_clear()
-    yield
-    preflight._gpu_probe.cache_clear()
-
-
 def test_no_nvml_compares_with_ram_and_says_why(
     monkeypatch: pytest.MonkeyPatch, fresh_probe: None, small_model: Path
 ) -> None:
-    def fail() -> None:
-        raise pynvml.NVMLError_LibraryNotFound()
-
-    monkeypatch.setattr(pynvml, "nvmlInit", fail)
+    no_nvml(monkeypatch)
     verdict = check(small_model, Layout(1, 1, 256))
     assert verdict.budget.where == "RAM"
     assert verdict.budget.detail == "available RAM (no NVIDIA GPU: NVML library not found)"
+    assert verdict.per_gpu == ()
 
 
 def test_gpu_budget_is_the_free_memory_of_every_gpu_and_weights_are_per_instance(
     monkeypatch: pytest.MonkeyPatch, fresh_probe: None, small_model: Path
 ) -> None:
-    memory = {0: (8 * 1024 * MiB, 1024 * MiB), 1: (4 * 1024 * MiB, 3 * 1024 * MiB)}  # total, used
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 2)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda index: index)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: f"Card {h}")
-    monkeypatch.setattr(
-        pynvml,
-        "nvmlDeviceGetMemoryInfo",
-        lambda h: SimpleNamespace(total=memory[h][0], used=memory[h][1]),
+    install(
+        monkeypatch,
+        [
+            FakeGpu("Card 0", total_bytes=8 * GiB, used_bytes=1 * GiB),
+            FakeGpu("Card 1", total_bytes=4 * GiB, used_bytes=3 * GiB),
+        ],
     )
     verdict = check(small_model, Layout(2, 1, 256))
     assert verdict.budget.where == "GPU"
-    assert verdict.budget.free_bytes == 7 * 1024 * MiB + 1024 * MiB
+    assert verdict.budget.free_bytes == 7 * GiB + 1 * GiB
     assert "GPU0 Card 0, GPU1 Card 1" in verdict.budget.detail
     assert not verdict.estimate.weights_shared
     assert verdict.estimate.total == 2 * verdict.estimate.per_instance
+
+
+def need_of(model: Path, layout: Layout) -> int:
+    """One instance's need on a GPU (its own weights), the figure every GPU test divides."""
+    facts = read_model(model)
+    return estimate(facts, ServerAsk.of(layout, facts), weights_shared=False).per_instance
+
+
+def boards(monkeypatch: pytest.MonkeyPatch, *free: int) -> None:
+    """NVML with one 80 GiB board per figure, each with that much free memory."""
+    install(
+        monkeypatch,
+        [FakeGpu(f"Card {i}", 80 * GiB, 80 * GiB - size) for i, size in enumerate(free)],
+    )
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_spread_can_overflow_one_gpu_while_the_sum_fits(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    layout = Layout(3, 1, 256)
+    need = need_of(small_model, layout)
+    boards(monkeypatch, need * 3 // 2, need * 3 // 2)
+    assert check(small_model, layout).fits  # shared: 3 needs in 3 needs of free memory
+    verdict = check(small_model, layout, ((0,), (1,), (0,)))
+    assert verdict.estimate.total <= verdict.budget.free_bytes
+    assert not verdict.fits
+    assert [(g.gpu.index, g.need_bytes, g.instances) for g in verdict.per_gpu] == [
+        (0, 2 * need, (0, 2)),
+        (1, need, (1,)),
+    ]
+    assert verdict.summary().endswith(
+        f"; GPU0 needs {human_bytes(2 * need)} of {human_bytes(need * 3 // 2)} free"
+    )
+    with pytest.raises(DoesNotFit, match="; GPU0 needs "):
+        require_fit(small_model, layout, ((0,), (1,), (0,)))
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_shared_splits_each_instance_by_free_memory(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    """llama.cpp's default split: GPU0 with three times GPU1's free memory takes 3/4."""
+    layout = Layout(2, 1, 256)
+    need = need_of(small_model, layout)
+    boards(monkeypatch, 3 * need, need)
+    verdict = check(small_model, layout)
+    on_0, on_1 = (g.need_bytes for g in verdict.per_gpu)
+    assert on_0 == pytest.approx(2 * need * 3 / 4, abs=1)
+    assert on_1 == pytest.approx(2 * need / 4, abs=1)
+    assert verdict.fits
+    spread = check(small_model, layout, ((0,), (1,)))
+    assert spread.fits  # each instance alone on its own GPU: exactly enough on GPU1
+    boards(monkeypatch, 3 * need, need - 1)
+    assert check(small_model, layout).fits
+    assert not check(small_model, layout, ((0,), (1,))).fits
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_eight_gpus_report_a_line_each_and_the_worst_is_named(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    nine = Layout(9, 1, 256)
+    need = need_of(small_model, nine)
+    boards(monkeypatch, *[need * 6 // 5] * 8)
+    eight = check(small_model, Layout(8, 1, 256), tuple((i,) for i in range(8)))
+    assert eight.fits and len(eight.per_gpu) == 8
+    wrapped = check(small_model, nine, (*((i,) for i in range(8)), (0,)))
+    assert not wrapped.fits
+    assert wrapped.worst_gpu() == wrapped.per_gpu[0]
+    lines = wrapped.report()
+    gpu_lines = [line for line in lines if line.startswith("GPU")]
+    assert len(gpu_lines) == 8
+    assert gpu_lines[0] == (
+        f"GPU0         needs {human_bytes(2 * need)} of {human_bytes(need * 6 // 5)} free "
+        "(Card 0; instance(s) 0, 8): does NOT fit"
+    )
+    assert gpu_lines[7].endswith("(Card 7; instance(s) 7)")
+    assert lines[lines.index(gpu_lines[0]) - 1].startswith("free ")
+    assert lines[-1] == "verdict      does NOT fit"
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_chosen_gpus_are_the_budget_and_one_gpu_needs_no_worst_line(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    boards(monkeypatch, *[10 * GiB] * 8)
+    subset = check(small_model, Layout(2, 1, 256), ((2, 5), (2, 5)))
+    assert subset.budget.free_bytes == 20 * GiB
+    assert subset.budget.detail == "free GPU memory (GPU2 Card 2, GPU5 Card 5)"
+    assert [g.gpu.index for g in subset.per_gpu] == [2, 5]
+    alone = check(small_model, Layout(1, 1, 256), ((5,),))
+    assert alone.summary().endswith("10.0G free GPU memory (GPU5 Card 5)")
+    assert [line[:4] for line in alone.report()].count("GPU5") == 1
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_a_plan_reports_the_layout_that_does_not_fit_over_a_larger_one_that_does(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    """Spread puts the second of two small instances on GPU1, which has room for half of one;
+    the larger single instance fits on GPU0. The plan's verdict is the misfit, not the larger
+    total."""
+    pair, big = Layout(2, 1, 256), Layout(1, 1, 300_000)
+    assert need_of(small_model, big) > 2 * need_of(small_model, pair)
+    boards(monkeypatch, need_of(small_model, big), need_of(small_model, pair) // 2)
+    verdict = largest(small_model, (big, pair), functools.partial(place, chosen=None, spread=True))
+    assert verdict.ask.instances == 2 and not verdict.fits
+    assert largest(small_model, (big,), functools.partial(place, chosen=None, spread=True)).fits
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_ram_budget_ignores_gpu_placement(
+    monkeypatch: pytest.MonkeyPatch, small_model: Path
+) -> None:
+    boards(monkeypatch, 1)  # one byte free: were the GPU counted, nothing would fit
+    verdict = check(small_model, Layout(2, 1, 256, extra_args=("-ngl", "0")), ((0,), (0,)))
+    assert verdict.budget.where == "RAM" and verdict.per_gpu == () and verdict.fits
 
 
 async def test_a_sweep_cell_that_cannot_fit_is_skipped_with_its_reason(

@@ -19,6 +19,7 @@ import pynvml
 import pytest
 from aiohttp import web
 
+from tests import fake_gpus
 from tui_lab.engine import telemetry
 from tui_lab.engine.telemetry import (
     APPLE_REASON,
@@ -49,12 +50,7 @@ def not_apple(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As on a box without an NVIDIA driver, whatever the test machine has."""
-
-    def fail() -> None:
-        raise pynvml.NVMLError_LibraryNotFound()
-
-    monkeypatch.setattr(pynvml, "nvmlInit", fail)
+    fake_gpus.no_nvml(monkeypatch)
 
 
 def nvml_process(pid: int, used: int | None) -> object:

@@ -89,6 +89,13 @@ class Cluster:
         return NginxProxy(self.lab.nginx_bin, proxy_spec, self.emit)
 
     @property
+    def gpus_in_use(self) -> frozenset[int] | None:
+        """The GPUs the instances see, whose energy a cell counts; None: every GPU."""
+        if any(where.gpus is None for where in self.placements):
+            return None
+        return frozenset(gpu for where in self.placements for gpu in where.gpus or ())
+
+    @property
     def url(self) -> str:
         """Where clients send requests: nginx, or the single server of an unproxied layout."""
         return self.proxy.url if self.proxy else self.instances[0].url

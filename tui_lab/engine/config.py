@@ -24,6 +24,15 @@ Threads = int | Literal["auto"] | None
 Placement = Literal["shared", "pinned", "spread", "pinned+spread"]
 PLACEMENTS: tuple[Placement, ...] = ("shared", "pinned", "spread", "pinned+spread")
 
+
+def pins_cpus(placement: Placement) -> bool:
+    return placement in ("pinned", "pinned+spread")
+
+
+def spreads_gpus(placement: Placement) -> bool:
+    return placement in ("spread", "pinned+spread")
+
+
 # Prompt tokens budgeted per slot on top of n_predict when the context is computed: the default
 # prompt is ~30 tokens and a chat template adds a few dozen more.
 PROMPT_TOKEN_BUDGET = 128

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from tui_lab.engine import gpu_placement
-from tui_lab.engine.config import Placement, Threads
+from tui_lab.engine.config import Placement, Threads, pins_cpus, spreads_gpus
 from tui_lab.engine.errors import LabError
 
 AFFINITY = hasattr(os, "sched_setaffinity")  # Linux (and some BSDs); not macOS
@@ -132,14 +132,6 @@ def _nodes(sys_node: Path) -> dict[int, int]:
     return out
 
 
-def pins_cpus(placement: Placement) -> bool:
-    return placement in ("pinned", "pinned+spread")
-
-
-def spreads_gpus(placement: Placement) -> bool:
-    return placement in ("spread", "pinned+spread")
-
-
 @dataclass(frozen=True)
 class InstancePlacement:
     """What one instance gets; None means "not restricted": llama-server's default thread
@@ -189,7 +181,10 @@ def place(
         shares = split_cores(topology, instances)
     gpu_sets: Sequence[tuple[int, ...] | None] = [None] * instances
     if spreads_gpus(placement) or gpus is not None:
-        gpu_sets = gpu_placement.assign_for(instances, gpus, spread=spreads_gpus(placement))
+        # () from gpu_placement: no GPU to choose from, so nothing restricts the instance.
+        gpu_sets = [
+            g or None for g in gpu_placement.place(instances, gpus, spreads_gpus(placement))
+        ]
     out = []
     for share, gpu_set in zip(shares, gpu_sets, strict=True):
         if threads == "auto":

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
 
 from tui_lab.engine.cluster import Cluster, ClusterSpec, required_ports
 from tui_lab.engine.config import Cell, LabConfig, LoadSettings
+from tui_lab.engine.energy import CellEnergy, cell_energy, read_energy
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import (
     CellFinished,
@@ -107,6 +108,7 @@ def cell_row(
     summary: RunSummary | None,
     server_tokens: list[int | None] | None,
     error: str | None,
+    energy: CellEnergy | None = None,
 ) -> dict[str, object]:
     """One results row; failed cells keep every column (empty) so the CSV stays rectangular."""
     metrics = summary.to_flat_dict() if summary else dict.fromkeys(RunSummary.flat_keys())
@@ -121,6 +123,7 @@ def cell_row(
         **metrics,
         "server_output_tokens": sum(known) if complete else None,
         "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
+        **asdict(energy or CellEnergy()),
         "error": error,
     }
 
@@ -194,24 +197,32 @@ class PlanRunner:
         return Outcome(tuple(rows), csv, len(rows) - failed, failed)
 
     async def measure_cell(
-        self, session: aiohttp.ClientSession, index: int, cell: Cell
+        self,
+        session: aiohttp.ClientSession,
+        index: int,
+        cell: Cell,
     ) -> tuple[RunSummary | None, dict[str, object]]:
         """Measure one cell on servers of its layout: its figures and its row, not yet written
-        (`finish_cell` does), so a driver can add its own columns first."""
+        (`finish_cell` does), so a driver can add its own columns first. The energy is that of
+        the GPUs the cell's instances see."""
         total = self.cells_total
         self.emit(CellStarted(index, total, cell.params()))
         summary: RunSummary | None = None
         server_tokens: list[int | None] | None = None
+        energy: CellEnergy | None = None
         error: str | None = None
         try:
             cluster = await self._cluster_for(cell, session)
             before = await server_token_counts(session, cluster)
+            energy_before = await read_energy(cluster.gpus_in_use)
             result = await run_load(
                 load_spec(cluster.url, cell, self.load, self.lab.api_key),
                 on_record=lambda rec: self.emit(RequestDone(index, rec)),
             )
+            energy_after = await read_energy(cluster.gpus_in_use)
             server_tokens = _deltas(before, await server_token_counts(session, cluster))
             summary = summarize_load(result)
+            energy = cell_energy(energy_before, energy_after, summary.output_tokens)
         except DoesNotFit as exc:
             error = f"skipped: {exc}"  # a verdict, not a failure: --stop-on-error goes on
             self.emit(Notice("warning", f"cell {index}/{total} {error}"))
@@ -220,7 +231,7 @@ class PlanRunner:
                 raise
             error = str(exc)
             self.emit(Notice("error", f"cell {index}/{total}: {error}"))
-        return summary, cell_row(self.plan, index, cell, summary, server_tokens, error)
+        return summary, cell_row(self.plan, index, cell, summary, server_tokens, error, energy)
 
     def finish_cell(
         self,

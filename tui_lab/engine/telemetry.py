@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic
@@ -37,6 +38,7 @@ NO_GPU_REASON = "no NVIDIA GPU: NVML found none"
 NOT_ON_GPU_REASON = "process not using the GPU"
 NOT_RUNNING_REASON = "process not running"
 CLOSED_REASON = "GPU probe closed"
+APPLE_ENERGY_REASON = "Apple Silicon: no NVIDIA GPU, so no NVML energy counter"
 
 # NVML's own messages ("NVML Shared Library Not Found") read like a crash on a box that simply
 # has no NVIDIA GPU, and the panel has one short line for the reason.
@@ -114,6 +116,16 @@ class MachineTelemetry:
     unified_memory: bool  # GPU memory is system memory (Apple Silicon)
 
 
+@dataclass(frozen=True)
+class EnergyReading:
+    """NVML's total-energy counters of some GPUs: millijoules since the driver loaded, by NVML
+    index. `reason` says why a GPU asked for is missing from `millijoules` (the first such GPU),
+    so a sum over part of the GPUs is never taken for the whole."""
+
+    millijoules: Mapping[int, int]
+    reason: str | None
+
+
 class GpuProbe:
     """NVML, initialised once and never raising to callers: every failure becomes a reason.
 
@@ -186,12 +198,46 @@ class GpuProbe:
                     totals[pid] = totals.get(pid, 0) + size
             return totals, None if read_any else failure
 
+    def energy(self, indices: Collection[int] | None = None) -> EnergyReading:
+        """The total-energy counter of each GPU in `indices` (None: every GPU NVML sees).
+
+        The counter is the board's, not a process's: whatever else runs on the GPU counts too.
+        Boards before Volta have none (NVML answers NotSupported)."""
+        with self._lock:
+            if self._reason is not None:
+                reason = APPLE_ENERGY_REASON if self._reason == APPLE_REASON else self._reason
+                return EnergyReading({}, reason)
+            try:
+                wanted = range(pynvml.nvmlDeviceGetCount()) if indices is None else indices
+            except _NVML_ERRORS as error:
+                return EnergyReading({}, _nvml_reason(error))
+            if not wanted:
+                return EnergyReading({}, NO_GPU_REASON)
+            millijoules: dict[int, int] = {}
+            failure: str | None = None
+            for index in wanted:
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                    millijoules[index] = int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+                except pynvml.NVMLError_NotSupported:
+                    failure = failure or f"GPU{index}: no energy counter (boards before Volta)"
+                except _NVML_ERRORS as error:
+                    failure = failure or f"GPU{index}: {_nvml_reason(error)}"
+            return EnergyReading(millijoules, failure)
+
     def close(self) -> None:
         with self._lock:
             if self._reason is None:
                 with contextlib.suppress(*_NVML_ERRORS):
                     pynvml.nvmlShutdown()
                 self._reason = CLOSED_REASON
+
+
+# One probe for the whole process, initialised on first use and never closed: the configure screen
+# sizes a layout on every keystroke, placement asks which GPUs exist and the sweep reads energy
+# around every cell, and NVML counts its initialisations, so a collector closing its own probe
+# does not end this one.
+shared_gpu_probe = functools.cache(GpuProbe)
 
 
 def _nvml_reason(error: Exception) -> str:

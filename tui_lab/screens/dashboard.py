@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
 from tui_lab.engine.events import CellStarted, ProcessState, RunStarted
-from tui_lab.engine.telemetry import InstanceTelemetry, MachineTelemetry
+from tui_lab.engine.telemetry import GpuSample, InstanceTelemetry, MachineTelemetry
 from tui_lab.messages import EngineEvents
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane
@@ -63,18 +63,8 @@ class DashboardScreen(Screen[None]):
                 progress.apply(event)
 
     def _show_machine(self, m: MachineTelemetry, reasons: set[str]) -> None:
-        if m.gpus:
-            gpu = " | ".join(
-                f"GPU{g.index} {human_bytes(g.memory_used_bytes)}/"
-                f"{human_bytes(g.memory_total_bytes)}"
-                for g in m.gpus
-            )
-        else:
-            gpu = f"GPU: {m.gpu_reason or next(iter(reasons), 'none')}"
-        self.query_one("#machine-line", Label).update(
-            f"CPU {m.cpu_percent:.0f}%  RAM {human_bytes(m.memory_used_bytes)}/"
-            f"{human_bytes(m.memory_total_bytes)}  {gpu}"
-        )
+        label = self.query_one("#machine-line", Label)
+        label.update(machine_line(m, reasons, label.content_size.width or self.size.width))
 
     def follow_selected_log(self) -> bool:
         path = self.query_one(InstanceTable).log_of_selected()
@@ -82,3 +72,48 @@ class DashboardScreen(Screen[None]):
             return False
         self.query_one(LogPane).follow(path)
         return True
+
+
+def machine_line(m: MachineTelemetry, reasons: set[str], width: int) -> str:
+    """CPU, RAM and every GPU's utilisation and memory in `width` columns: one line while it
+    fits (totals dropped first), else the GPUs on a second line, as detailed as fits there.
+    Eight GPUs at 80 columns end with each GPU's utilisation and their memory together."""
+    head = (
+        f"CPU {m.cpu_percent:.0f}%  RAM {human_bytes(m.memory_used_bytes)}/"
+        f"{human_bytes(m.memory_total_bytes)}"
+    )
+    if not m.gpus:
+        return f"{head}  GPU: {m.gpu_reason or next(iter(reasons), 'none')}"
+    forms = _gpu_forms(m.gpus)
+    texts = [f"{head}  {gpus}" for gpus in forms[:2]] + [f"{head}\n{gpus}" for gpus in forms]
+    return next(
+        (text for text in texts if all(len(line) <= width for line in text.splitlines())),
+        texts[-1],
+    )
+
+
+def _gpu_forms(gpus: tuple[GpuSample, ...]) -> tuple[str, ...]:
+    """The GPUs, most detailed first: with totals, without, numbered only, utilisations only."""
+    used = sum(g.memory_used_bytes for g in gpus)
+    total = sum(g.memory_total_bytes for g in gpus)
+    return (
+        "  ".join(
+            f"GPU{g.index} {_busy(g)} {_short(g.memory_used_bytes)}/{_short(g.memory_total_bytes)}"
+            for g in gpus
+        ),
+        "  ".join(f"GPU{g.index} {_busy(g)} {_short(g.memory_used_bytes)}" for g in gpus),
+        "GPU " + " ".join(f"{g.index}:{_busy(g)} {_short(g.memory_used_bytes)}" for g in gpus),
+        f"GPU% {' '.join(_busy(g).rstrip('%') for g in gpus)}  "
+        f"memory {_short(used)}/{_short(total)}",
+    )
+
+
+def _busy(gpu: GpuSample) -> str:
+    """Utilisation, or "-" where NVML has none for this board: not a made-up 0 %."""
+    return "-" if gpu.utilization_percent is None else f"{gpu.utilization_percent:.0f}%"
+
+
+def _short(size: int) -> str:
+    """human_bytes without a ".0": 80G, 3.1G."""
+    text = human_bytes(size)
+    return f"{float(text[:-1]):g}{text[-1]}"
