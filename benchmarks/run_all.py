@@ -15,7 +15,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Cheapest first.
-ORDER = ("load_client", "tui_cost", "telemetry_cost", "engine_limit", "adaptive_vs_grid")
+ORDER = (
+    "load_client",
+    "tui_cost",
+    "telemetry_cost",
+    "placement",
+    "engine_limit",
+    "adaptive_vs_grid",
+)
 
 
 def main() -> int:

@@ -322,3 +322,31 @@ async def test_a_layout_too_large_for_memory_is_flagged_but_can_still_run() -> N
         assert "does not fit: 2 instance(s) need " in line
         assert pilot.app.screen.query_one("#estimate").has_class("-error")
         assert not run_disabled(pilot)
+
+
+async def test_placement_and_server_dimensions_are_offered_and_checked_as_typed() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        await type_into(pilot, "placement", "pinned,shared")
+        await type_into(pilot, "server_dim", "-fa on|-fa off")
+        assert (
+            widget_text(pilot, "#estimate") == "32 cells, 16 server layouts, 288 measured requests"
+        )
+        await type_into(pilot, "placement", "tight")
+        assert widget_text(pilot, "#error-placement").startswith(
+            "--placement: 'tight' is not one of shared, pinned"
+        )
+        assert run_disabled(pilot)
+        # Pinning more instances than there are cores: one line, and nothing can start.
+        await type_into(pilot, "placement", "pinned")
+        await type_into(pilot, "instances", "1,512")
+        assert "512 instances need 512 physical cores" in widget_text(pilot, "#estimate")
+        assert run_disabled(pilot)
+        await type_into(pilot, "instances", "1")
+        await type_into(pilot, "server_dim", "-fa on|-fa on")
+        assert widget_text(pilot, "#error-server_dim") == (
+            "--server-dim: '-fa on|-fa on' repeats an alternative"
+        )
+        await type_into(pilot, "server_dim", "")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert pilot.app.results[-1] == START.with_values(instances="1", placement="pinned")
