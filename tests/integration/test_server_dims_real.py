@@ -62,3 +62,21 @@ def test_sweep_over_two_models_and_flash_attention_writes_a_row_per_combination(
         for p in Path(os.environ["LLAMALAB_HOME"]).rglob("llama-server-*.log")
     ]
     assert logs and all("n_threads = 1" in log for log in logs)
+
+
+def test_the_adaptive_sweep_ladders_each_server_flag_alternative(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    results = tmp_path / "res"
+    out = llamalab(
+        "sweep", "adaptive", "--instances", "1", "--parallel", "2", "--concurrency", "1,2",
+        "--n-predict", "8", "--finalists", "1", "--server-dim", "-fa on|-fa off",
+        "--results", str(results), *ports(lab),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = read_rows(next(results.glob("sweep-adaptive-*.jsonl")))
+    probed = {r["server_flags"] for r in rows if r["phase"] == "probe"}
+    assert probed == {"-fa on", "-fa off"}
+    (full,) = [r for r in rows if r["phase"] == "full"]
+    assert full["server_flags"] in probed and full["error"] is None
+    assert f"best: 1x2 c={full['concurrency']} " in out.stdout

@@ -12,7 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, OptionList, Static
 
 from tui_lab.engine.discovery import GGUF_MAGIC
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.run_settings import RunSettings, cluster_layout
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.screens.model_picker import GgufTree, ModelPicker
@@ -350,3 +350,12 @@ async def test_placement_and_server_dimensions_are_offered_and_checked_as_typed(
         await pilot.press("ctrl+s")
         await pilot.pause()
     assert pilot.app.results[-1] == START.with_values(instances="1", placement="pinned")
+
+
+def test_the_cluster_modal_takes_one_value_of_each_swept_server_setting() -> None:
+    """A sweep's lists (placements, models, thread counts) are not the cluster's to refuse:
+    it starts with one of each, as with instances and slots."""
+    sweep = START.with_values(placement="shared,pinned", model="/m/a.gguf|/m/b.gguf")
+    modal = ClusterModal(sweep.with_values(kind="sweep-threads", threads="1,auto"))
+    layout = cluster_layout(modal.settings)
+    assert (layout.placement, layout.threads, layout.model) == ("pinned", "auto", Path("/m/a.gguf"))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import stat
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from tui_lab.engine import machine
 from tui_lab.engine.machine import machine_facts
+from tui_lab.engine.placement import parse_cpu_list
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -26,6 +28,10 @@ def test_real_machine_without_gpu(tmp_path: Path) -> None:
     assert facts["hostname"]
     assert facts["python"] == ".".join(map(str, sys.version_info[:3]))
     assert isinstance(facts["cpu_logical"], int) and facts["cpu_logical"] >= 1
+    # What --threads auto and --placement pinned divide, as this process may use it.
+    usable = parse_cpu_list(str(facts["cpus_usable"]))
+    assert set(usable) == os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else usable
+    assert 1 <= int(facts["physical_cores_usable"]) <= len(usable)  # type: ignore[call-overload]
     assert isinstance(facts["ram_total_bytes"], int) and facts["ram_total_bytes"] > 0
     assert str(facts["recorded_at"]).endswith("+00:00")
     assert (facts["model_path"], facts["model_name"], facts["model_size_bytes"]) == (

@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pynvml
 
+from tui_lab.engine.placement import format_cpu_list, machine_topology
+
 VERSION_TIMEOUT_S = 10.0
 SYSCTL_TIMEOUT_S = 5.0
 
@@ -46,10 +48,22 @@ def machine_facts(server_bin: Path | None, model: Path | None) -> dict[str, obje
         "cpu_model": _cpu_model(),
         "cpu_logical": psutil.cpu_count(logical=True),
         "cpu_physical": psutil.cpu_count(logical=False),
+        **_placement_facts(),
         "ram_total_bytes": memory.total,
         **_gpu_facts(),
         **_server_version(server_bin),
         **_model_facts(model),
+    }
+
+
+def _placement_facts() -> dict[str, object]:
+    """The cores `--threads auto` and `--placement pinned` divided: a cell's thread counts and
+    CPU lists only mean something beside them (a container may see fewer than the box has)."""
+    topology = machine_topology()
+    return {
+        "cpus_usable": format_cpu_list(topology.cpus),
+        "physical_cores_usable": len(topology.cores),
+        "numa_nodes": len(topology.nodes),
     }
 
 

@@ -34,11 +34,14 @@ class ClusterModal(ModalScreen[RunSettings | None]):
 
     def __init__(self, settings: RunSettings) -> None:
         super().__init__()
-        # One value each: a sweep's lists become the cluster's first value.
+        # One value each: a sweep's lists become the cluster's last value (its first model).
         self.settings = settings.with_values(
             kind="test-round-robin",
             instances=settings.instances.split(",")[-1].strip(),
             parallel=settings.parallel.split(",")[-1].strip(),
+            threads=settings.threads.split(",")[-1].strip(),
+            placement=settings.placement.split(",")[-1].strip(),
+            model=settings.model.split("|")[0].strip(),
         )
 
     def compose(self) -> ComposeResult:
