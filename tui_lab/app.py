@@ -126,7 +126,7 @@ class LabApp(App[None]):
         log = event.log_path if event.role == "server" else None
         self.collector.watch(Watched(event.role, index, event.pid, url, log, key))
 
-    def _flush(self) -> None:
+    def _flush_events(self) -> None:
         if self._pending:
             batch, self._pending = tuple(self._pending), []
             self.dashboard.post_message(EngineEvents(batch))
@@ -138,13 +138,13 @@ class LabApp(App[None]):
 
     def on_mount(self) -> None:
         self._catch_hangup()
-        self.set_interval(FRAME_S, self._flush)
+        self.set_interval(FRAME_S, self._flush_events)
         self.run_worker(self.collector.run(), group="telemetry", exit_on_error=False)
         self.run_worker(self._watch_cluster(), group="cluster-watch", exit_on_error=False)
         self.run_worker(self._offer_to_stop_leftovers(), exit_on_error=False)
         if (running := detached.running()) is not None:
             self.notify(f"attached to the detached {running['run']} (pid {running['pid']})")
-            self._attach(running)
+            self._attach_detached(running)
         if self.startup_problem:
             self.notify(self.startup_problem, severity="error", timeout=15)
         self._update_status()
@@ -314,9 +314,9 @@ class LabApp(App[None]):
             self.notify(str(exc), severity="error", timeout=15)
             return
         self.notify(f"{state['run']} runs detached: q leaves it running, x stops it", timeout=15)
-        self._attach(state)
+        self._attach_detached(state)
 
-    def _attach(self, state: dict[str, Any]) -> None:
+    def _attach_detached(self, state: dict[str, Any]) -> None:
         """Follow a detached run's events as if it ran here; it goes on when the app ends."""
         self.attached = state
         self._update_status()

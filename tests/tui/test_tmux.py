@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,12 +22,36 @@ from tui_lab.engine.run_settings import RunSettings
 
 pytestmark = pytest.mark.integration
 TUI = Path(sys.executable).parent / "llamalab-tui"
+# A tmux server of the tests' own: a pane takes its environment from the server, so in the
+# tester's own running tmux server the app would read the tester's settings, not the test's.
+SOCKET = f"tui-tests-{os.getpid()}"
+TMUX = ("tmux", "-L", SOCKET)
 
 
 def tmux(*args: str) -> str:
     return subprocess.run(
-        ["tmux", *args], capture_output=True, text=True, check=False, timeout=10
+        [*TMUX, *args], capture_output=True, text=True, check=False, timeout=10
     ).stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_tmux_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests run beside a tmux server on the default socket, as they do for anyone who
+    works inside tmux: a decoy one whose environment points at other settings (64-token
+    sweeps), unless the tester's own is already there. The tests must not meet it."""
+    decoy = None
+    if subprocess.run(["tmux", "has-session"], capture_output=True, check=False).returncode:
+        decoy = tmp_path_factory.mktemp("decoy")
+        (decoy / "last.toml").write_text('n_predict = "64"\n')
+        env = {**os.environ, "LLAMALAB_CONFIG": str(decoy), "LLAMALAB_HOME": str(decoy)}
+        subprocess.run(["tmux", "new-session", "-d", "-s", "decoy"], env=env, check=True)
+    # One server for the whole module: one that exits with its last session can take the next
+    # test's new session down with it.
+    tmux("start-server", ";", "set-option", "-s", "exit-empty", "off")
+    yield
+    tmux("kill-server")
+    if decoy is not None:
+        subprocess.run(["tmux", "kill-server"], capture_output=True, check=False)
 
 
 def screen(session: str) -> str:
@@ -71,19 +96,24 @@ def test_installed_tui_runs_in_a_real_terminal_at_80x24(tmp_path: Path) -> None:
 
 
 def _tmux_tui(session: str, tmp_path: Path, size: tuple[int, int] = (100, 30)) -> int:
-    """Open the installed app in a detached tmux pane; returns the app's PID."""
+    """Open the installed app in a detached tmux pane; returns the app's PID.
+
+    The pane's environment is the tmux server's, whoever started it, not this process's: the
+    test's own folders are passed with `new-session -e`, so the app reads this test's settings.
+    """
     env = {
-        **os.environ,
         "LLAMALAB_HOME": str(tmp_path / "home"),
         "LLAMALAB_CONFIG": str(tmp_path / "config"),
         "TERM": "xterm-256color",
     }
+    given = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), TUI],
-        env=env,
+        [*TMUX, "new-session", "-d", "-s", session, *given,
+         "-x", str(size[0]), "-y", str(size[1]), TUI],
+        env={**os.environ, **env},
         check=True,
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     return int(tmux("list-panes", "-t", session, "-F", "#{pane_pid}").split()[0])
 
 
