@@ -63,9 +63,7 @@ def read_cells(results: Path) -> list[Cell]:
                 concurrency=int(str(row["concurrency"])),
                 tok_per_s=tok if tok else None,
                 joules_per_token=_number(row.get("joules_per_token")),
-                # An older lab has no energy columns at all.
-                energy_reason=str(row.get("energy_reason") or "")
-                or (None if "joules_per_token" in row else "no energy columns in these results"),
+                energy_reason=str(row["energy_reason"]) if row.get("energy_reason") else None,
                 requests_failed=int(_number(row.get("requests_failed")) or 0),
                 error=str(row["error"]) if row.get("error") else None,
             )

@@ -107,27 +107,24 @@ def test_pairs_are_layouts_of_equal_slots_at_equal_clients_more_instances_first(
     assert [p.more_wins for p in pairs] == [True, None, False]
 
 
-def test_cells_read_energy_when_the_results_have_it_and_say_so_when_not(tmp_path: Path) -> None:
+def test_cells_read_energy_and_why_it_is_missing(tmp_path: Path) -> None:
     base = {"instances": 2, "parallel": 16, "concurrency": 64, "requests_failed": 0}
-    new = tmp_path / "new.jsonl"
-    new.write_text(
-        json.dumps(
-            {**base, "output_tok_per_s": 900.5, "joules_per_token": 0.25, "energy_reason": None}
-        )
-        + "\n"
-    )
-    old = tmp_path / "old.jsonl"
-    old.write_text(json.dumps({**base, "output_tok_per_s": None, "error": "no server"}) + "\n")
-    (got,) = read_cells(new)
-    assert (got.layout, got.tok_per_s, got.joules_per_token, got.energy_reason) == (
+    results = tmp_path / "sweep.jsonl"
+    rows = [
+        {**base, "output_tok_per_s": 900.5, "joules_per_token": 0.25, "energy_reason": None},
+        {**base, "output_tok_per_s": 800.0, "joules_per_token": None, "energy_reason": "no GPU"},
+        {**base, "output_tok_per_s": None, "joules_per_token": None, "error": "no server"},
+    ]
+    results.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    measured, unknown, failed = read_cells(results)
+    assert (measured.layout, measured.tok_per_s, measured.joules_per_token) == (
         Layout(2, 16),
         900.5,
         0.25,
-        None,
     )
-    (failed,) = read_cells(old)
-    assert failed.tok_per_s is None and failed.error == "no server"
-    assert failed.energy_reason == "no energy columns in these results"
+    assert measured.energy_reason is None
+    assert (unknown.joules_per_token, unknown.energy_reason) == (None, "no GPU")
+    assert (failed.tok_per_s, failed.error) == (None, "no server")
 
 
 def test_gpu_memory_goes_to_each_layout_by_its_set_of_server_pids(tmp_path: Path) -> None:
