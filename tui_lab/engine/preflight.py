@@ -124,7 +124,7 @@ class _Cursor:
     still supplies the format's constants (value types, quantisation block sizes, key names).
     """
 
-    def __init__(self, data: mmap.mmap, order: str) -> None:
+    def __init__(self, data: bytes | mmap.mmap, order: str) -> None:
         self.data = data
         self.order = order
         self.pos = 0
@@ -173,8 +173,17 @@ class _Cursor:
         return _Array(count, None)
 
 
-def _read_header(data: mmap.mmap) -> tuple[dict[str, object], int]:
-    """The metadata and the bytes of tensor data; checks that the data is all in the file."""
+@dataclass(frozen=True)
+class _Header:
+    meta: dict[str, object]
+    weights: int  # bytes of tensor data, summed over the tensors
+    data_start: int  # where the tensor data begins: the header is every byte before it
+    data_end: int  # where the last tensor's data ends
+    alignment: int  # of every tensor's offset
+
+
+def _read_header(data: bytes | mmap.mmap) -> _Header:
+    """Walk the metadata and the tensor infos; `data` may stop at the end of the header."""
     if struct.unpack_from("<I", data, 0)[0] != GGUF_MAGIC:
         raise ValueError("bad magic bytes")
     order = "<"
@@ -201,11 +210,21 @@ def _read_header(data: mmap.mmap) -> tuple[dict[str, object], int]:
         size = math.prod(int(d) for d in dims) * type_size // block
         weights += size
         data_end = max(data_end, offset + size)
-    alignment = meta.get(Keys.General.ALIGNMENT, _DEFAULT_ALIGNMENT)
-    start = -(-cursor.pos // int(alignment)) * int(alignment)  # type: ignore[call-overload]
-    if start + data_end > len(data):
-        raise ValueError(f"tensor data ends at byte {start + data_end}, the file has {len(data)}")
-    return meta, weights
+    aligned_to = meta.get(Keys.General.ALIGNMENT, _DEFAULT_ALIGNMENT)
+    alignment = int(aligned_to)  # type: ignore[call-overload]
+    start = _align(cursor.pos, alignment)
+    return _Header(meta, weights, start, start + data_end, alignment)
+
+
+def _align(offset: int, alignment: int) -> int:
+    return -(-offset // alignment) * alignment
+
+
+def tensor_data_span(data: bytes | mmap.mmap) -> tuple[int, int]:
+    """Where a GGUF file's tensor data starts, and where it ends padded to the alignment (as
+    GGUF writers leave it), from the header alone: the file's size, for a file of no more."""
+    header = _read_header(data)
+    return header.data_start, _align(header.data_end, header.alignment)
 
 
 @dataclass(frozen=True)
@@ -241,10 +260,14 @@ def read_model(path: Path) -> ModelFacts:
 def _read_model(path: Path, _mtime_ns: int, _size: int) -> ModelFacts:
     try:
         with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            meta, weights = _read_header(data)
+            header = _read_header(data)
+            if header.data_end > len(data):
+                raise ValueError(
+                    f"tensor data ends at byte {header.data_end}, the file has {len(data)}"
+                )
     except (OSError, ValueError, KeyError, struct.error) as exc:
         raise LabError(f"model is not a readable GGUF file: {path} ({exc})") from None
-    return _facts(path, meta, weights)
+    return _facts(path, header.meta, header.weights)
 
 
 def _facts(path: Path, meta: dict[str, object], weights: int) -> ModelFacts:

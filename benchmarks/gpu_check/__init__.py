@@ -1,0 +1,1 @@
+"""The GPU check: a CUDA llama-server on a lent GPU machine, instances x slots, one call."""
