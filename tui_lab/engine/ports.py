@@ -23,11 +23,17 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+# Below Linux's ephemeral range (32768-60999 by default), where the kernel hands out the local
+# ports of outgoing connections: a port free when checked could be taken by one a moment later.
+TEST_PORTS = (20000, 32768)
+
+
 def free_port_block(count: int) -> int:
     """A base port with `count` consecutive free ports, away from the defaults users run
     (for tests and benchmarks running beside a user's lab)."""
+    low, high = TEST_PORTS
     for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
+        base = random.randrange(low, high - count)
         if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
             return base
     raise RuntimeError("no block of free ports found")
