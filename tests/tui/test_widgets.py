@@ -258,6 +258,18 @@ async def test_plot_history_stays_bounded() -> None:
         await pilot.pause(0.6)
 
 
+async def test_the_plots_total_gets_one_point_a_round_whatever_the_instances() -> None:
+    """64 instances' samples of one round add one point, the sum of their rates: the history
+    then spans ten minutes, not ten seconds."""
+    async with Harness().run_test() as pilot:
+        plot = pilot.app.query_one(ThroughputPlot)
+        for second in range(3):
+            for i in range(64):
+                plot.apply_telemetry(sample(i, i, time=plot.t0 + second, tokens_per_s=1.5))
+        plot._add_total()  # what the next redraw does
+        assert [round(v, 6) for _, v in plot.total] == [96.0] * 3
+
+
 def test_bytes_are_shown_in_human_units() -> None:
     assert human_bytes(None) == "-"
     assert human_bytes(512) == "512B"

@@ -24,6 +24,7 @@ class ThroughputPlot(PlotextPlot):
         self.total: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self.cells: deque[tuple[float, int]] = deque(maxlen=64)
         self._latest: dict[int, tuple[float, float]] = {}
+        self._round: float | None = None  # time of the round whose total is not yet added
         self._dirty = True
 
     def on_mount(self) -> None:
@@ -36,6 +37,7 @@ class ThroughputPlot(PlotextPlot):
         self.total.clear()
         self.cells.clear()
         self._latest.clear()
+        self._round = None
         self._dirty = True
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
@@ -45,9 +47,20 @@ class ThroughputPlot(PlotextPlot):
         series = self.per_instance.setdefault(sample.index, deque(maxlen=HISTORY))
         series.append((t, sample.tokens_per_s))
         self._latest[sample.index] = (t, sample.tokens_per_s)
-        # The whole run's rate: the sum of each instance's latest rate, at this sample's time.
-        self.total.append((t, sum(v for ts, v in self._latest.values() if t - ts < 2.5)))
+        if self._round is not None and self._round != t:
+            self._add_total()
+        self._round = t
         self._dirty = True
+
+    def _add_total(self) -> None:
+        """The whole run's rate at a round's time: the sum of each instance's latest rate. Once
+        a round (its samples share their time), not once a sample: with N instances that was
+        N x N additions a round, and N points a second, so the history held 600 / N seconds."""
+        t = self._round
+        if t is None:
+            return
+        self.total.append((t, sum(v for ts, v in self._latest.values() if t - ts < 2.5)))
+        self._round = None
 
     def apply_cell(self, event: CellStarted) -> None:
         self.cells.append((time.monotonic() - self.t0, event.index))
@@ -57,6 +70,7 @@ class ThroughputPlot(PlotextPlot):
         if not self._dirty:
             return
         self._dirty = False
+        self._add_total()  # a frame's events hold whole rounds: this one is complete
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
