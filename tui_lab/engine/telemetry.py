@@ -31,6 +31,10 @@ from tui_lab.engine.request_log import RequestLogCounter
 from tui_lab.engine.server_metrics import TOKENS_PREDICTED, auth_headers, scrape
 
 POLL_TIMEOUT_S = 1.0  # a server slower than this to report is shown as not answering
+# Servers polled at once. All 64 of a GPU box at once made ~128 connections ready together,
+# and asyncio runs every ready callback before it looks at a timer again: a ~40 ms stall of
+# the loop the TUI and the load share, once a second. A few at a time keep each burst short.
+POLLS_AT_ONCE = 8
 
 APPLE_SILICON = sys.platform == "darwin" and platform.machine() == "arm64"
 APPLE_REASON = "Apple Silicon: unified memory, counted in RSS and system memory"
@@ -279,8 +283,9 @@ class _Counter:
 
 class TelemetryCollector:
     """Samples every `interval_s` without blocking the event loop: psutil and NVML run in
-    threads, and the servers are polled concurrently, each with a short timeout, so one stuck
-    server delays a round by at most POLL_TIMEOUT_S.
+    threads, and the servers are polled concurrently (POLLS_AT_ONCE at a time), each with a
+    short timeout, so a stuck server delays a round by at most POLL_TIMEOUT_S (up to
+    POLLS_AT_ONCE stuck servers, by as much together).
 
     It closes its GpuProbe (its own or the one given) when run() ends or on close().
     """
@@ -327,11 +332,12 @@ class TelemetryCollector:
         """One round: emits and returns a sample per watched process, then the machine's."""
         now = monotonic()
         items = list(self._watched.values())
+        polls = asyncio.Semaphore(POLLS_AT_ONCE)
         async with control_session() as session:
             families, (machine, per_pid, gpu_reason), reports, served = await asyncio.gather(
                 asyncio.to_thread(self._read_families, [item.pid for item in items]),
                 asyncio.to_thread(self._read_host, now),
-                asyncio.gather(*(_poll(session, item.url, item.api_key) for item in items)),
+                asyncio.gather(*(_poll(session, item, polls) for item in items)),
                 asyncio.to_thread(self._count_requests, items),
             )
         samples: list[object] = []
@@ -523,14 +529,16 @@ def _load_1m() -> float | None:
 
 
 async def _poll(
-    session: aiohttp.ClientSession, url: str | None, api_key: str | None
+    session: aiohttp.ClientSession, item: Watched, polls: asyncio.Semaphore
 ) -> _ServerReport | None:
     """/metrics and /slots, or None if either fails or is late. Asked at once, so the server
-    usually answers both between the same two decode steps and the token counts agree."""
+    usually answers both between the same two decode steps and the token counts agree. The
+    timeout starts once `polls` lets this server's turn come, not while it waits for it."""
+    url, api_key = item.url, item.api_key
     if url is None:
         return None
     try:
-        async with asyncio.timeout(POLL_TIMEOUT_S):
+        async with polls, asyncio.timeout(POLL_TIMEOUT_S):
             metrics, slots = await asyncio.gather(
                 scrape(session, url, api_key), _slots(session, url, api_key)
             )
