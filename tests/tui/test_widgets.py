@@ -217,6 +217,20 @@ async def test_a_long_table_scrolls_to_keep_the_cursor_and_header_in_view() -> N
         assert "63" in shown  # "server 63" is on screen
 
 
+async def test_a_state_colours_its_text_from_the_theme_and_keeps_the_rows_stripe() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        for i in range(3):
+            table.apply_state(ProcessState("server", i, 8100 + i, 40 + i, "ready"))
+        await pilot.pause()
+        name, *_, state = list(table.render_line(3))[:4]  # a striped row, off the cursor
+        assert state.text.strip() == "ready" and name.style and state.style
+        assert state.style.bgcolor == name.style.bgcolor
+        success = pilot.app.current_theme.success
+        assert state.style.color and state.style.color.triplet
+        assert state.style.color.triplet.hex.lower() == str(success).lower()
+
+
 async def test_forget_drops_the_owners_rows_and_keeps_the_cursor_on_a_row() -> None:
     async with Harness().run_test() as pilot:
         table = pilot.app.query_one(InstanceTable)

@@ -374,7 +374,7 @@ class InstanceTable(ScrollView, can_focus=True):
         cached = self._lines.get(key)
         if cached is None:
             style = self.rich_style
-            if index % 2:
+            if index % 2 == 0:  # zebra stripes, counted as DataTable did
                 style += self.get_component_rich_style("instance-table--even-row")
             cursor = None
             if index == self.cursor_row:
@@ -389,7 +389,8 @@ class InstanceTable(ScrollView, can_focus=True):
         state_style = style
         if status:
             name = f"instance-table--{status.replace(' ', '-')}"
-            state_style = style + self.get_component_rich_style(name, default=Style())
+            # partial: the state sets a colour only, the row keeps its stripe
+            state_style = style + self.get_component_rich_style(name, partial=True, default=Style())
             if cursor is not None:  # the cursor's colours win, as in DataTable
                 state_style += cursor
         return self._line(self._cells[key], style, state_style)
