@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections import deque
 
+from rich.text import Text
+from textual import work
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui_lab.engine.events import CellStarted
@@ -26,6 +31,8 @@ class ThroughputPlot(PlotextPlot):
         self._latest: dict[int, tuple[float, float]] = {}
         self._round: float | None = None  # time of the round whose total is not yet added
         self._dirty = True
+        self._figure = Text()  # the last figure built
+        self._building = threading.Lock()
 
     def on_mount(self) -> None:
         self._redraw()
@@ -76,23 +83,62 @@ class ThroughputPlot(PlotextPlot):
         return [t for t, _ in points], [v for _, v in points]
 
     def _redraw(self) -> None:
+        """Takes the figure's points here, on the loop; plotext builds it in a thread."""
         if not self._dirty:
             return
         self._dirty = False
         self._add_total()  # a frame's events hold whole rounds: this one is complete
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title("tok/s")
-        plt.xlabel("seconds")
-        if self.total:
-            xs, ys = self._points(self.total)
-            plt.plot(xs, ys, label="all", marker="braille")
+        lines = [("all", self._points(self.total))] if self.total else []
         if len(self.per_instance) > 1:
             for index, series in sorted(self.per_instance.items())[:8]:
-                xs, ys = self._points(series)
-                plt.plot(xs, ys, label=f"#{index}", marker="braille")
-        for t, index in self.cells:
-            plt.vline(t, "gray")
-            plt.text(f"c{index}", t, 0, color="gray")
+                lines.append((f"#{index}", self._points(series)))
+        theme = self._get_plotext_theme_name(self.app.theme)
+        self._draw(lines, list(self.cells), self.size.width, self.size.height, theme)
+
+    @work(exclusive=True, group="plot")
+    async def _draw(
+        self,
+        lines: list[tuple[str, tuple[list[float], list[float]]]],
+        cells: list[tuple[float, int]],
+        width: int,
+        height: int,
+        theme: str,
+    ) -> None:
+        """plotext's build is pure Python, 8-13 ms a figure on the test box, once a second: on
+        the loop that was one stall of the loop the load shares; in a thread the interpreter
+        hands the loop its turn every few ms (sys.getswitchinterval)."""
+        self._figure = await asyncio.to_thread(self._build, lines, cells, width, height, theme)
         self.refresh()
+
+    def _build(
+        self,
+        lines: list[tuple[str, tuple[list[float], list[float]]]],
+        cells: list[tuple[float, int]],
+        width: int,
+        height: int,
+        theme: str,
+    ) -> Text:
+        """Runs in a thread, the only one that touches the plotext figure after mount; the
+        lock keeps a superseded draw still running from interleaving with the next one."""
+        with self._building:
+            plt = self.plt
+            plt.clear_data()
+            plt.clear_figure()
+            plt.title("tok/s")
+            plt.xlabel("seconds")
+            for label, (xs, ys) in lines:
+                plt.plot(xs, ys, label=label, marker="braille")
+            for t, index in cells:
+                plt.vline(t, "gray")
+                plt.text(f"c{index}", t, 0, color="gray")
+            plt.plotsize(width, height)
+            plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone is not enough
+            plt.theme(theme)
+            return Text.from_ansi(plt.build())
+
+    def on_resize(self) -> None:
+        self._dirty = True
+        self._redraw()
+
+    def render(self) -> RenderResult:
+        return self._figure
