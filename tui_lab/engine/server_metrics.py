@@ -14,8 +14,8 @@ TOKENS_PREDICTED = "llamacpp:tokens_predicted_total"
 
 def parse_metrics(text: str) -> dict[str, float]:
     """Sample name -> value. llama-server exposes unlabelled `name value` lines only, read here
-    directly: prometheus_client's parser took ~0.2 ms a scrape, a third of the telemetry's
-    cost per instance (64 instances: 13 ms a second). Any other line (labels, a timestamp)
+    directly (3 us a scrape against 61 us for prometheus_client's parser on the test box, a
+    cost the telemetry pays per instance every second). Any other line (labels, a timestamp)
     hands the whole text to that parser, which knows the full format."""
     out: dict[str, float] = {}
     for line in text.splitlines():
