@@ -42,8 +42,13 @@ TARGET_LAG_MS, TARGET_CPU = 16.0, 15.0  # at the largest size
 # Before the instance table stopped re-rendering unchanged values (commit b6f20cc), measured
 # back to back with the change on one quiet day: compare the pair, not with this run's figures.
 BEFORE = (
-    "before (b6f20cc), another day: lag p99 16.6 ms, TUI's own CPU 10%, RSS 86 MB "
-    "(after, that day: 14.1 ms, 6%, 85 MB)"
+    "before (b6f20cc), another day: 16 instances, lag p99 16.6 ms, TUI's own CPU 10%, "
+    "RSS 86 MB (after, that day: 14.1 ms, 6%, 85 MB)"
+)
+# Before the line-based instance panel (2c2d0df, DataTable), back to back with it, one day.
+BEFORE_SCALE = (
+    "before (2c2d0df, DataTable), another day: lag p99 36.8 / 72.0 ms at 16 / 64 instances, "
+    "own CPU 8 / 12% (after, that day: 15.5 / 53.5 ms, 7 / 8%; load alone 4.5 / 32.7 ms)"
 )
 
 
@@ -230,6 +235,7 @@ def main() -> None:
             "backlog: most events waiting for the next frame (the app posts them to the "
             "widgets once per 0.1 s frame, not one by one)",
             BEFORE,
+            BEFORE_SCALE,
             machine_note(),
         ],
     )
