@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -149,16 +148,6 @@ class LabApp(App[None]):
         if self.startup_problem:
             self.notify(self.startup_problem, severity="error", timeout=15)
         self._update_status()
-        self.call_after_refresh(self._freeze_startup_objects)
-
-    def _freeze_startup_objects(self) -> None:
-        """Leave the app's own objects (modules, widgets, styles: ~100k) out of every later
-        garbage collection. A full collection walks every tracked object; with the load's
-        requests in flight it ran a few times a minute, each 40-60 ms of CPU on the test box:
-        the event-loop lag p99 of benchmark 1c. They live as long as the app, so freezing
-        them loses nothing; what is created later is collected as before."""
-        gc.collect()
-        gc.freeze()
 
     def _catch_hangup(self) -> None:
         """End like `q` on SIGTERM or SIGHUP (a dropped SSH session): the run's servers stop and
