@@ -1,4 +1,5 @@
-"""Benchmark: what the telemetry collector itself costs while it watches 16 real llama-servers.
+"""Benchmark: what the telemetry collector itself costs while it watches 16 real llama-servers,
+and 16 and 64 fake ones (a GPU box's scale).
 
 The panel samples every instance once a second (psutil for the process and its children,
 /metrics and /slots over HTTP, NVML where there is a GPU); on a 2-core box that must stay a
@@ -9,6 +10,10 @@ threads: psutil and NVML run in worker threads) is read over each run. The refer
 same loop with only `asyncio.sleep` in it, so what an idle event loop costs is subtracted.
 Each figure is the median of --repeats runs, interleaved so noise hits all modes alike.
 
+The fake rows watch fake llama-servers (benchmarks/fake_farm.py, on the other core) answering
+/metrics and /slots, each "instance" an idle stand-in process of its own for psutil: what one
+more instance costs the collector, at sizes this box cannot run for real.
+
 Run: .venv/bin/python benchmarks/telemetry_cost.py   (or python -m benchmarks.telemetry_cost)
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import tempfile
 import time
@@ -26,6 +32,7 @@ from pathlib import Path
 if not __package__:  # run as a file: make `benchmarks` importable as with `python -m`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.fake_farm import farm, stand_ins
 from benchmarks.report import machine_note, mid, print_table
 from tui_lab.engine.cluster import Cluster, ClusterSpec
 from tui_lab.engine.config import LabConfig, Layout
@@ -67,19 +74,21 @@ async def timed(seconds: float, step: Callable[[], Awaitable[int]]) -> Measured:
     return Measured(time.monotonic() - wall0, time.process_time() - cpu0, rounds, samples)
 
 
-def watching(cluster: Cluster) -> TelemetryCollector:
-    collector = TelemetryCollector(ignore)
+def watching(cluster: Cluster) -> list[Watched]:
+    watched = []
     for inst in cluster.instances:
         assert inst.pid is not None
-        collector.watch(Watched("server", inst.index, inst.pid, inst.url))
-    return collector
+        watched.append(Watched("server", inst.index, inst.pid, inst.url))
+    return watched
 
 
 async def measure(
-    cluster: Cluster, seconds: float, repeats: int
+    watched: list[Watched], seconds: float, repeats: int
 ) -> tuple[dict[str, list[Measured]], str]:
     """The runs of each mode, and what the collector said about the GPU."""
-    collector = watching(cluster)
+    collector = TelemetryCollector(ignore)
+    for item in watched:
+        collector.watch(item)
     gpu = ["NVML read"]
 
     async def one_round() -> int:
@@ -115,56 +124,106 @@ async def measure(
     return runs, gpu[0]
 
 
-def report(runs: dict[str, list[Measured]], gpu: str, seconds: float, repeats: int) -> None:
-    idle_cpu = mid([m.cpu_per_wall for m in runs[IDLE]]) or 0.0
+def report(
+    measured: list[tuple[str, int, dict[str, list[Measured]]]],
+    gpu: str,
+    seconds: float,
+    repeats: int,
+) -> None:
+    """One row per (servers, instances, mode); the idle row is measured with each."""
     rows = []
-    for name, measured in runs.items():
-        cpu = mid([m.cpu_per_wall for m in measured]) or 0.0
-        rounds = mid([m.rounds / m.wall_s for m in measured]) or 0.0
-        samples = mid([m.samples / m.wall_s for m in measured]) or 0.0
-        own = cpu - idle_cpu
-        per_round = f"{own / rounds * 1000:.1f}" if rounds and samples else "-"
-        rows.append(
-            [name, f"{rounds:.2f}", f"{samples:.1f}", f"{cpu:.4f}", f"{own:.4f}", per_round]
-        )
+    for source, instances, runs in measured:
+        idle_cpu = mid([m.cpu_per_wall for m in runs[IDLE]]) or 0.0
+        for name, runs_of_mode in runs.items():
+            cpu = mid([m.cpu_per_wall for m in runs_of_mode]) or 0.0
+            rounds = mid([m.rounds / m.wall_s for m in runs_of_mode]) or 0.0
+            samples = mid([m.samples / m.wall_s for m in runs_of_mode]) or 0.0
+            own = cpu - idle_cpu
+            per_round = f"{own / rounds * 1000:.1f}" if rounds and samples else "-"
+            per_instance = f"{own / samples * 1000:.2f}" if samples else "-"
+            rows.append(
+                [
+                    source,
+                    str(instances),
+                    name,
+                    f"{rounds:.2f}",
+                    f"{samples:.1f}",
+                    f"{cpu:.4f}",
+                    f"{own:.4f}",
+                    per_round,
+                    per_instance,
+                ]
+            )
     print_table(
-        f"Telemetry collector watching {INSTANCES} real llama-server instances "
-        f"(default model, --parallel 1); {repeats} runs of {seconds:.0f} s, medians",
+        f"Telemetry collector watching N llama-server instances (real: default model, "
+        f"--parallel 1; fake: benchmarks/fake_farm.py); {repeats} runs of {seconds:.0f} s, medians",
         [
+            "servers",
+            "N",
             "mode",
             "rounds/s",
             "samples/s",
             "CPU s per s",
             "minus idle",
             "CPU ms/round",
+            "ms/instance",
         ],
         rows,
         [
             "CPU s per s: this process's CPU time (all threads) over wall time; 1.0 = one core",
             "minus idle: the same less the idle asyncio.sleep loop, i.e. the collector's own cost",
+            "ms/instance: CPU ms per instance sample; flat across N means no cost grows with N^2",
             f"GPU: {gpu}",
             machine_note(),
         ],
     )
 
 
-async def main_async(seconds: float, repeats: int, base_port: int) -> None:
+async def real_rows(
+    instances: int, seconds: float, repeats: int, base_port: int
+) -> tuple[dict[str, list[Measured]], str]:
+    layout = dataclasses.replace(LAYOUT, instances=instances)
     lab = LabConfig(
         server_bin=find_server(), model=find_model(), nginx_bin=None, base_port=base_port
     )
-    require_fit(lab.model, LAYOUT)
+    require_fit(lab.model, layout)
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as run_dir:
-        cluster = Cluster(lab, ClusterSpec(LAYOUT, "round_robin", 1), Path(run_dir), ignore)
+        cluster = Cluster(lab, ClusterSpec(layout, "round_robin", 1), Path(run_dir), ignore)
         started = time.monotonic()
         try:
             async with control_session() as session:
                 await cluster.start(session)
             took = time.monotonic() - started
-            print(f"{INSTANCES} llama-server instances ready in {took:.0f} s", file=sys.stderr)
-            runs, gpu = await measure(cluster, seconds, repeats)
+            print(f"{instances} llama-server instances ready in {took:.0f} s", file=sys.stderr)
+            return await measure(watching(cluster), seconds, repeats)
         finally:
             await cluster.stop()
-    report(runs, gpu, seconds, repeats)
+
+
+async def fake_rows(
+    sizes: list[int], seconds: float, repeats: int
+) -> list[tuple[int, dict[str, list[Measured]], str]]:
+    out = []
+    with farm(0.0, max(sizes)) as urls, stand_ins(max(sizes)) as pids:
+        for size in sizes:
+            watched = [Watched("server", i, pids[i], urls[i]) for i in range(size)]
+            print(f"{size} fake instances ...", file=sys.stderr)
+            out.append((size, *await measure(watched, seconds, repeats)))
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    measured: list[tuple[str, int, dict[str, list[Measured]]]] = []
+    gpu = "not read"
+    if args.real:
+        runs, gpu = await real_rows(args.real, args.seconds, args.repeats, args.base_port)
+        measured.append(("real", args.real, runs))
+    sizes = [int(n) for n in args.fake.split(",") if n]
+    if sizes:
+        fakes = await fake_rows(sizes, args.seconds, args.repeats)
+        measured += [("fake", size, runs) for size, runs, _ in fakes]
+        gpu = fakes[-1][2]
+    report(measured, gpu, args.seconds, args.repeats)
 
 
 def main() -> None:
@@ -172,8 +231,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="wall time of one run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--base-port", type=int, default=18100, help="port of instance 0")
-    args = parser.parse_args()
-    asyncio.run(main_async(args.seconds, args.repeats, args.base_port))
+    parser.add_argument(
+        "--real", type=int, default=INSTANCES, help="real llama-servers to watch (0: none)"
+    )
+    parser.add_argument(
+        "--fake", default="16,64", help="sizes of fake instances, comma-separated ('': none)"
+    )
+    asyncio.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ class FakeLlamaServer:
     `delay_s` waits before answering; `token_delay_s` waits between streamed tokens;
     `counts=False` leaves the token counts out of responses. It records the bodies and
     Authorization headers it received and the most requests it ever held at once.
+
+    /metrics and /slots answer as llama-server's do (the counters the telemetry reads), so
+    the collector can be measured against many of these: `slots` is how many /slots lists,
+    busy while requests are in flight.
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class FakeLlamaServer:
         token_delay_s: float = 0.0,
         counts: bool = True,
         prompt_tokens: int = 7,
+        slots: int = 1,
     ) -> None:
         self.fail_503 = fail_503
         self.status = status
@@ -45,6 +50,8 @@ class FakeLlamaServer:
         self.token_delay_s = token_delay_s
         self.counts = counts
         self.prompt_tokens = prompt_tokens
+        self.slots = slots
+        self.tokens_predicted = 0  # finished requests' tokens, as llama-server counts them
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.in_flight = 0
@@ -60,6 +67,8 @@ class FakeLlamaServer:
         app = web.Application()
         app.router.add_post("/completion", self._handle)
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/slots", self._slots)
         # Like llama-server, stop working on a request whose client hung up (a timed-out one),
         # so stop() does not wait for handlers nobody is listening to.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -88,9 +97,32 @@ class FakeLlamaServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return await self._answer(request, body)
+            answer = await self._answer(request, body)
         finally:
             self.in_flight -= 1
+        if answer.status == 200:
+            self.tokens_predicted += body.get("max_tokens") or body.get("n_predict") or 0
+        return answer
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        busy = min(self.in_flight, self.slots)
+        lines = [
+            "# TYPE llamacpp:tokens_predicted_total counter",
+            f"llamacpp:tokens_predicted_total {self.tokens_predicted}",
+            "# TYPE llamacpp:requests_processing gauge",
+            f"llamacpp:requests_processing {busy}",
+            "# TYPE llamacpp:requests_deferred gauge",
+            f"llamacpp:requests_deferred {self.in_flight - busy}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def _slots(self, _: web.Request) -> web.Response:
+        busy = min(self.in_flight, self.slots)
+        slots = [
+            {"id": i, "is_processing": i < busy, "next_token": [{"n_decoded": 0}]}
+            for i in range(self.slots)
+        ]
+        return web.json_response(slots)
 
     async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         if self.fail_503 > 0:

@@ -60,7 +60,7 @@ async def wait_for(pilot: object, check: Callable[[], bool], timeout: float = 12
 def states(app: LabApp, owner: str) -> dict[str, str]:
     table = app.dashboard.query_one(InstanceTable)
     return {
-        k: str(table.get_cell(k, "state"))
+        k: table.cell(k, "state")
         for k, i in table.rows_info.items()
         if i.state.owner == owner
     }
@@ -149,7 +149,7 @@ async def test_k_restarts_the_selected_instance_during_a_run(tmp_path: Path) -> 
         await wait_for(pilot, lambda: "ready" in states(app, "run").get("run-nginx-0", ""))
         table = app.dashboard.query_one(InstanceTable)
         pid_before = table.rows_info["run-server-0"].state.pid
-        table.move_cursor(row=table.get_row_index("run-server-0"))
+        table.cursor_row = table.row_index("run-server-0")
         await pilot.press("k")
         await wait_for(pilot, lambda: table.rows_info["run-server-0"].state.pid != pid_before, 60)
         await wait_for(pilot, lambda: not app.run_active, 120)

@@ -284,6 +284,35 @@ async def test_server_figures_and_tokens_per_s_from_two_samples(
 
 
 @pytest.mark.usefixtures("no_nvml")
+async def test_many_servers_are_polled_a_few_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """64 servers polled at once made one long burst of callbacks that stalled the loop."""
+    live = peak = 0
+
+    async def scrape(*_: object) -> dict[str, float]:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.01)
+        live -= 1
+        return {"llamacpp:tokens_predicted_total": 1.0}
+
+    async def slots(*_: object) -> list[dict[str, object]]:
+        return [{"id": 0, "is_processing": False}]
+
+    monkeypatch.setattr(telemetry, "scrape", scrape)
+    monkeypatch.setattr(telemetry, "_slots", slots)
+    collector = TelemetryCollector(lambda _: None)
+    for i in range(3 * telemetry.POLLS_AT_ONCE):
+        collector.watch(Watched("server", i, sleeper.pid, f"http://127.0.0.1:{9000 + i}"))
+    samples = [s for s in await collector.sample_once() if isinstance(s, InstanceTelemetry)]
+    collector.close()
+    assert peak == telemetry.POLLS_AT_ONCE
+    assert len(samples) == 3 * telemetry.POLLS_AT_ONCE and all(s.answering for s in samples)
+
+
+@pytest.mark.usefixtures("no_nvml")
 async def test_rate_counts_tokens_of_requests_still_generating(
     fake_server: FakeMetricsServer, clock: list[float], sleeper: subprocess.Popen[bytes]
 ) -> None:

@@ -1,19 +1,33 @@
-"""One row per llama-server and one for nginx: state, slots, requests, CPU, memory, GPU memory."""
+"""One row per llama-server and one for nginx: state, slots, requests, CPU, memory, GPU memory.
+
+A line-based widget (Textual's Line API), not a DataTable: DataTable drops its whole render
+cache on any `update_cell` and renders every cell again (~80 us a cell), so with 64 instances a
+telemetry round stalled the event loop the load shares for ~56 ms. Here each row keeps its
+rendered line; a changed value re-renders that row only, and only once it is on screen.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from rich.cells import cell_len
-from rich.text import Text
-from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from tui_lab.engine.events import ProcessState
 from tui_lab.engine.telemetry import InstanceTelemetry
 from tui_lab.engine.units import human_bytes
+
+__all__ = ["COLUMNS", "InstanceTable", "RowInfo", "human_bytes", "row_key", "uptime"]
 
 COLUMNS = (
     ("proc", "Process"),
@@ -28,16 +42,12 @@ COLUMNS = (
     ("gpu", "GPU mem"),
     ("up", "Up"),
 )
-STATE_STYLE = {
-    "starting": "yellow",
-    "loading": "yellow",
-    "ready": "green",
-    "busy": "bold green",
-    "crashed": "bold red",
-    "stopped": "dim",
-    "not answering": "red",
-}
+COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
+STATE_COLUMN = COLUMN_INDEX["state"]
+# A state's colour is its component class, styled from the theme in DEFAULT_CSS.
+STATES = ("starting", "loading", "ready", "busy", "crashed", "stopped", "not-answering")
 FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu")
+PADDING = 1  # blank cells each side of a value, as DataTable's cell_padding
 
 
 def uptime(since: float | None) -> str:
@@ -67,106 +77,179 @@ class RowInfo:
         return row_key(self.state.owner, self.state.role, self.state.index)
 
 
-class InstanceTable(DataTable[str | Text]):
-    """Cells are updated in place by row key; rows are never cleared and re-added per tick."""
+class InstanceTable(ScrollView, can_focus=True):
+    """Values are kept per row; a row's line is rendered once and reused until one of its
+    values, its zebra stripe or the cursor on it changes. Columns only widen (a figure growing
+    from "-" to "335.0M"), as shrinking one would mean measuring every row each tick."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "cursor_page(-1)", "Page up", show=False),
+        Binding("pagedown", "cursor_page(1)", "Page down", show=False),
+        Binding("home", "cursor_first", "First", show=False),
+        Binding("end", "cursor_last", "Last", show=False),
+    ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "instance-table--header",
+        "instance-table--cursor",
+        "instance-table--even-row",
+        *(f"instance-table--{state}" for state in STATES),
+    }
+    DEFAULT_CSS = """
+    InstanceTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        max-height: 100%;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .instance-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+        }
+        & > .instance-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        & > .instance-table--even-row {
+            background: $surface-lighten-1 50%;
+        }
+        & > .instance-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .instance-table--starting { color: $warning; }
+        & > .instance-table--loading { color: $warning; }
+        & > .instance-table--ready { color: $success; }
+        & > .instance-table--busy { color: $success; text-style: bold; }
+        & > .instance-table--crashed { color: $error; text-style: bold; }
+        & > .instance-table--stopped { color: $text-muted; }
+        & > .instance-table--not-answering { color: $error; }
+    }
+    """
+
+    cursor_row: reactive[int] = reactive(0, init=False)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]
         self.rows_info: dict[str, RowInfo] = {}
+        self._order: list[str] = []  # row keys, top to bottom
+        self._cells: dict[str, list[str]] = {}
+        self._status: dict[str, str] = {}  # the state shown, which picks its colour
+        self._by_pid: dict[tuple[str, int | None], str] = {}  # (role, PID) -> row key
+        self._widths = [cell_len(label) for _, label in COLUMNS]
+        self._lines: dict[str, tuple[Strip, Style]] = {}  # row key -> its line, its row style
+        self._header: tuple[Strip, Style] | None = None
 
-    def _set(self, key: str, column: str, value: str | Text) -> None:
-        """Any cell update makes DataTable render every cell again (15 ms for 16 instances on
-        the test box, a stall of the event loop the load shares): an unchanged value is left
-        alone. Figures grow ("-" becomes "335.0M"): let the column widen rather than truncate,
-        but only when the value is wider, as measuring a column to shrink it reads every row."""
-        if self.get_cell(key, column) == value:
-            return
-        width = value.cell_len if isinstance(value, Text) else cell_len(value)
-        wider = width > self.columns[ColumnKey(column)].content_width
-        self.update_cell(key, column, value, update_width=wider)
+    # ---- what the rest of the app uses -------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    def row_index(self, key: str) -> int:
+        return self._order.index(key)
+
+    def cell(self, key: str, column: str) -> str:
+        return self._cells[key][COLUMN_INDEX[column]]
+
+    def column_width(self, column: str) -> int:
+        """The width of a column's values (padding excluded)."""
+        return self._widths[COLUMN_INDEX[column]]
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._resize_virtual()
         self.set_interval(1.0, self._tick_uptime)
 
     def apply_state(self, event: ProcessState) -> None:
         key = row_key(event.owner, event.role, event.index)
         info = self.rows_info.get(key)
+        new = info is None
         if info is None:
             info = RowInfo(event)
             self.rows_info[key] = info
             name = "nginx" if event.role == "nginx" else f"server {event.index}"
             if event.owner == "cluster":
                 name = f"cluster {name}"
-            self.add_row(name, *["-"] * (len(COLUMNS) - 1), key=key)
+            self._order.append(key)
+            self._cells[key] = ["-"] * len(COLUMNS)
+            self._status[key] = ""
+            self._set(key, "proc", name)
+            self._resize_virtual()
+        self._by_pid.pop((info.state.role, info.state.pid), None)
+        if event.pid is not None:
+            self._by_pid[(event.role, event.pid)] = key
         if event.state == "starting" or (info.started is None and event.state == "ready"):
             info.started = time.monotonic()
         info.state = event
         label = event.state
         if event.state == "crashed" and event.exit_code is not None:
             label = f"crashed ({event.exit_code})"
-        self._set(key, "port", str(event.port))
-        self._set(key, "pid", str(event.pid or "-"))
-        self._set(key, "state", Text(label, style=STATE_STYLE.get(event.state, "")))
-        self._set(key, "up", uptime(info.started))
+        changed = self._set(key, "port", str(event.port)) or new
+        changed |= self._set(key, "pid", str(event.pid or "-"))
+        changed |= self._set_state(key, label, event.state)
+        changed |= self._set(key, "up", uptime(info.started))
         if event.state in ("stopped", "crashed"):
             info.started = None
             for column in (*FIGURES, "up"):
-                self._set(key, column, "-")
+                changed |= self._set(key, column, "-")
+        if changed:
+            self._row_changed(key)
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
-        """A sample belongs to the row whose process has its PID; stale samples are dropped."""
-        wanted = (sample.role, sample.index, sample.pid)
-        info = next(
-            (
-                i
-                for i in self.rows_info.values()
-                if (i.state.role, i.state.index, i.state.pid) == wanted
-            ),
-            None,
-        )
-        if info is None or info.state.state in ("stopped", "crashed"):
+        """A sample belongs to the row whose process has its PID; stale samples are dropped.
+        Matched by (role, PID) through a dict: a round of N samples costs N look-ups, not N x N
+        comparisons, and a standing cluster's rows match although the collector numbers them
+        apart from a run's."""
+        key = self._by_pid.get((sample.role, sample.pid))
+        if key is None or self.rows_info[key].state.state in ("stopped", "crashed"):
             return
-        key = info.key
+        info = self.rows_info[key]
         if sample.role == "server" and sample.alive and not sample.answering:
             status = "not answering"
         else:
             status = "busy" if sample.slots_busy else info.state.state
-        self._set(key, "state", Text(status, style=STATE_STYLE.get(status, "")))
         slots = "-"
         if sample.slots_total is not None:
             slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
         served, tps, cpu = sample.requests_served, sample.tokens_per_s, sample.cpu_percent
-        self._set(key, "slots", slots)
-        self._set(key, "reqs", "-" if served is None else str(served))
-        self._set(key, "tps", "-" if tps is None else f"{tps:.1f}")
-        self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
-        self._set(key, "rss", human_bytes(sample.rss_bytes))
-        self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
-        self._set(key, "up", uptime(info.started))
+        changed = self._set_state(key, status, status)
+        changed |= self._set(key, "slots", slots)
+        changed |= self._set(key, "reqs", "-" if served is None else str(served))
+        changed |= self._set(key, "tps", "-" if tps is None else f"{tps:.1f}")
+        changed |= self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
+        changed |= self._set(key, "rss", human_bytes(sample.rss_bytes))
+        changed |= self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
+        changed |= self._set(key, "up", uptime(info.started))
+        if changed:
+            self._row_changed(key)
         info.gpu_reason = sample.gpu_reason
         info.sampled = True
 
-    def _tick_uptime(self) -> None:
-        """Uptime of rows telemetry does not reach (yet): the others change with their sample,
-        so the table is rendered once a second, not twice."""
-        for key, info in self.rows_info.items():
-            if not info.sampled:
-                self._set(key, "up", uptime(info.started))
-            info.sampled = False
-
     def selected(self) -> RowInfo | None:
-        if not self.rows_info or not 0 <= self.cursor_row < self.row_count:
+        if not 0 <= self.cursor_row < len(self._order):
             return None
-        key = self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
-        return self.rows_info.get(str(key))
+        return self.rows_info.get(self._order[self.cursor_row])
 
     def forget(self, owner: str) -> None:
         """Drop a finished run's (or a stopped cluster's) rows."""
-        for key in [k for k, info in self.rows_info.items() if info.state.owner == owner]:
-            self.remove_row(key)
-            del self.rows_info[key]
+        gone = {k for k, info in self.rows_info.items() if info.state.owner == owner}
+        if not gone:
+            return
+        for key in gone:
+            info = self.rows_info.pop(key)
+            self._by_pid.pop((info.state.role, info.state.pid), None)
+            del self._cells[key], self._status[key]
+        self._order = [k for k in self._order if k not in gone]
+        self._lines.clear()  # rows moved up: their zebra stripes changed
+        self.cursor_row = min(self.cursor_row, max(0, len(self._order) - 1))
+        self._resize_virtual()
+        self.refresh()
 
     def gpu_reasons(self) -> set[str]:
         return {i.gpu_reason for i in self.rows_info.values() if i.gpu_reason}
@@ -174,3 +257,149 @@ class InstanceTable(DataTable[str | Text]):
     def log_of_selected(self) -> Path | None:
         info = self.selected()
         return info.state.log_path if info else None
+
+    # ---- keeping values ----------------------------------------------------------------
+
+    def _set(self, key: str, column: str, value: str) -> bool:
+        """Store a value; True when it changed. A wider value widens its column, which moves
+        every later column: then, and only then, every line is rendered again."""
+        cells = self._cells[key]
+        i = COLUMN_INDEX[column]
+        if cells[i] == value:
+            return False
+        cells[i] = value
+        if (width := cell_len(value)) > self._widths[i]:
+            self._widths[i] = width
+            self._lines.clear()
+            self._header = None
+            self._resize_virtual()
+            self.refresh()
+        return True
+
+    def _set_state(self, key: str, label: str, status: str) -> bool:
+        changed = self._status[key] != status
+        self._status[key] = status
+        return self._set(key, "state", label) or changed
+
+    def _row_changed(self, key: str) -> None:
+        self._lines.pop(key, None)
+        self._refresh_row(self._order.index(key))
+
+    def _refresh_row(self, index: int) -> None:
+        self.refresh_line(index + 1)  # the header is line 0
+
+    def _tick_uptime(self) -> None:
+        """Uptime of rows telemetry does not reach (yet): the others change with their sample,
+        so a row is rendered once a second, not twice."""
+        for key, info in self.rows_info.items():
+            if not info.sampled and self._set(key, "up", uptime(info.started)):
+                self._row_changed(key)
+            info.sampled = False
+
+    # ---- the cursor ----------------------------------------------------------------------
+
+    def validate_cursor_row(self, row: int) -> int:
+        return max(0, min(row, len(self._order) - 1))
+
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        for index in (old, new):
+            if 0 <= index < len(self._order):
+                self._lines.pop(self._order[index], None)
+                self._refresh_row(index)
+        self._scroll_to_cursor()
+
+    def _scroll_to_cursor(self) -> None:
+        visible = self.scrollable_content_region.height - 1  # rows under the header
+        if visible <= 0:
+            return
+        top = int(self.scroll_y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False)
+
+    def action_cursor_up(self) -> None:
+        self.cursor_row -= 1
+
+    def action_cursor_down(self) -> None:
+        self.cursor_row += 1
+
+    def action_cursor_page(self, direction: int) -> None:
+        self.cursor_row += direction * max(1, self.scrollable_content_region.height - 1)
+
+    def action_cursor_first(self) -> None:
+        self.cursor_row = 0
+
+    def action_cursor_last(self) -> None:
+        self.cursor_row = len(self._order) - 1
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
+            return
+        index = offset.y - 1 + int(self.scroll_y)
+        if index < len(self._order):
+            self.cursor_row = index
+
+    # ---- rendering -----------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        """A theme change or focus restyles every line."""
+        super().notify_style_update()
+        self._lines.clear()
+        self._header = None
+
+    def _resize_virtual(self) -> None:
+        width = sum(self._widths) + 2 * PADDING * len(self._widths)
+        self.virtual_size = Size(width, 1 + len(self._order))
+
+    def render_line(self, y: int) -> Strip:
+        """Line 0 is the header, kept in place when the rows scroll; both scroll sideways."""
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        if y == 0:
+            if self._header is None:
+                style = self.rich_style + self.get_component_rich_style("instance-table--header")
+                self._header = (self._line([label for _, label in COLUMNS], style, None), style)
+            strip, style = self._header
+        else:
+            index = y - 1 + scroll_y
+            if index >= len(self._order):
+                return Strip.blank(width, self.rich_style)
+            strip, style = self._row_line(index)
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+    def _row_line(self, index: int) -> tuple[Strip, Style]:
+        key = self._order[index]
+        cached = self._lines.get(key)
+        if cached is None:
+            style = self.rich_style
+            if index % 2 == 0:  # zebra stripes, counted as DataTable did
+                style += self.get_component_rich_style("instance-table--even-row")
+            cursor = None
+            if index == self.cursor_row:
+                cursor = self.get_component_rich_style("instance-table--cursor")
+                style += cursor
+            cached = (self._render_row(key, style, cursor), style)
+            self._lines[key] = cached
+        return cached
+
+    def _render_row(self, key: str, style: Style, cursor: Style | None) -> Strip:
+        status = self._status[key]
+        state_style = style
+        if status:
+            name = f"instance-table--{status.replace(' ', '-')}"
+            # partial: the state sets a colour only, the row keeps its stripe
+            state_style = style + self.get_component_rich_style(name, partial=True, default=Style())
+            if cursor is not None:  # the cursor's colours win, as in DataTable
+                state_style += cursor
+        return self._line(self._cells[key], style, state_style)
+
+    def _line(self, values: list[str], style: Style, state_style: Style | None) -> Strip:
+        pad = " " * PADDING
+        segments = []
+        for i, (value, width) in enumerate(zip(values, self._widths, strict=True)):
+            text = f"{pad}{value}{' ' * (width - cell_len(value))}{pad}"
+            cell_style = state_style if i == STATE_COLUMN and state_style is not None else style
+            segments.append(Segment(text, cell_style))
+        return Strip(segments, sum(self._widths) + 2 * PADDING * len(self._widths))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections import deque
 
+from rich.text import Text
+from textual import work
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui_lab.engine.events import CellStarted
@@ -24,7 +29,10 @@ class ThroughputPlot(PlotextPlot):
         self.total: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self.cells: deque[tuple[float, int]] = deque(maxlen=64)
         self._latest: dict[int, tuple[float, float]] = {}
+        self._round: float | None = None  # time of the round whose total is not yet added
         self._dirty = True
+        self._figure = Text()  # the last figure built
+        self._building = threading.Lock()
 
     def on_mount(self) -> None:
         self._redraw()
@@ -36,6 +44,7 @@ class ThroughputPlot(PlotextPlot):
         self.total.clear()
         self.cells.clear()
         self._latest.clear()
+        self._round = None
         self._dirty = True
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
@@ -45,31 +54,91 @@ class ThroughputPlot(PlotextPlot):
         series = self.per_instance.setdefault(sample.index, deque(maxlen=HISTORY))
         series.append((t, sample.tokens_per_s))
         self._latest[sample.index] = (t, sample.tokens_per_s)
-        # The whole run's rate: the sum of each instance's latest rate, at this sample's time.
-        self.total.append((t, sum(v for ts, v in self._latest.values() if t - ts < 2.5)))
+        if self._round is not None and self._round != t:
+            self._add_total()
+        self._round = t
         self._dirty = True
+
+    def _add_total(self) -> None:
+        """The whole run's rate at a round's time: the sum of each instance's latest rate. Once
+        a round (its samples share their time), not once a sample: with N instances that was
+        N x N additions a round, and N points a second, so the history held 600 / N seconds."""
+        t = self._round
+        if t is None:
+            return
+        self.total.append((t, sum(v for ts, v in self._latest.values() if t - ts < 2.5)))
+        self._round = None
 
     def apply_cell(self, event: CellStarted) -> None:
         self.cells.append((time.monotonic() - self.t0, event.index))
         self._dirty = True
 
+    def _points(self, series: deque[tuple[float, float]]) -> tuple[list[float], list[float]]:
+        """At most two points per column (braille has two dots across a cell): plotext's cost
+        grows with the points, and ten minutes of nine series (5,400 points) took ~35 ms a
+        draw, twice a second, on the loop the load shares; more points than dots show nothing.
+        """
+        step = -(-len(series) // max(1, 2 * self.size.width))
+        points = list(series)[::step]
+        return [t for t, _ in points], [v for _, v in points]
+
     def _redraw(self) -> None:
+        """Takes the figure's points here, on the loop; plotext builds it in a thread."""
         if not self._dirty:
             return
         self._dirty = False
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title("tok/s")
-        plt.xlabel("seconds")
-        if self.total:
-            xs, ys = zip(*self.total, strict=True)
-            plt.plot(xs, ys, label="all", marker="braille")
+        self._add_total()  # a frame's events hold whole rounds: this one is complete
+        lines = [("all", self._points(self.total))] if self.total else []
         if len(self.per_instance) > 1:
             for index, series in sorted(self.per_instance.items())[:8]:
-                xs, ys = zip(*series, strict=True)
-                plt.plot(xs, ys, label=f"#{index}", marker="braille")
-        for t, index in self.cells:
-            plt.vline(t, "gray")
-            plt.text(f"c{index}", t, 0, color="gray")
+                lines.append((f"#{index}", self._points(series)))
+        theme = self._get_plotext_theme_name(self.app.theme)
+        self._draw(lines, list(self.cells), self.size.width, self.size.height, theme)
+
+    @work(exclusive=True, group="plot")
+    async def _draw(
+        self,
+        lines: list[tuple[str, tuple[list[float], list[float]]]],
+        cells: list[tuple[float, int]],
+        width: int,
+        height: int,
+        theme: str,
+    ) -> None:
+        """plotext's build is pure Python, 8-13 ms a figure on the test box, once a second: on
+        the loop that was one stall of the loop the load shares; in a thread the interpreter
+        hands the loop its turn every few ms (sys.getswitchinterval)."""
+        self._figure = await asyncio.to_thread(self._build, lines, cells, width, height, theme)
         self.refresh()
+
+    def _build(
+        self,
+        lines: list[tuple[str, tuple[list[float], list[float]]]],
+        cells: list[tuple[float, int]],
+        width: int,
+        height: int,
+        theme: str,
+    ) -> Text:
+        """Runs in a thread, the only one that touches the plotext figure after mount; the
+        lock keeps a superseded draw still running from interleaving with the next one."""
+        with self._building:
+            plt = self.plt
+            plt.clear_data()
+            plt.clear_figure()
+            plt.title("tok/s")
+            plt.xlabel("seconds")
+            for label, (xs, ys) in lines:
+                plt.plot(xs, ys, label=label, marker="braille")
+            for t, index in cells:
+                plt.vline(t, "gray")
+                plt.text(f"c{index}", t, 0, color="gray")
+            plt.plotsize(width, height)
+            plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone is not enough
+            plt.theme(theme)
+            return Text.from_ansi(plt.build())
+
+    def on_resize(self) -> None:
+        self._dirty = True
+        self._redraw()
+
+    def render(self) -> RenderResult:
+        return self._figure
