@@ -59,11 +59,7 @@ async def wait_for(pilot: object, check: Callable[[], bool], timeout: float = 12
 
 def states(app: LabApp, owner: str) -> dict[str, str]:
     table = app.dashboard.query_one(InstanceTable)
-    return {
-        k: table.cell(k, "state")
-        for k, i in table.rows_info.items()
-        if i.state.owner == owner
-    }
+    return {k: table.cell(k, "state") for k, i in table.rows_info.items() if i.state.owner == owner}
 
 
 async def test_r_starts_the_cluster_a_completion_passes_and_r_stops_it(tmp_path: Path) -> None:
