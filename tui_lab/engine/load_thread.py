@@ -84,6 +84,7 @@ class LoadThread:
             ready.set_result(_Started(thread, asyncio.get_running_loop(), asyncio.Event()))
             await ready.result().stop.wait()
 
+        # A daemon: a caller that dies before `close` must not keep the process from exiting.
         thread = threading.Thread(
             target=event_loop.run, args=(serve(),), name=THREAD_NAME, daemon=True
         )
@@ -99,7 +100,11 @@ class _Load:
 
     The last batch is queued on the caller's loop before the outcome is set, and that loop
     runs what other threads queue in order: every record reaches `on_record` before `run`
-    resumes with the result."""
+    resumes with the result.
+
+    Not `asyncio.run_coroutine_threadsafe`: cancelling its future marks it done at once, so
+    the caller could not wait for the cancelled load to finish; here the outcome is settled by
+    the load's task itself, once it has ended however it ended."""
 
     def __init__(
         self, spec: LoadSpec, on_record: RecordSink | None, caller: asyncio.AbstractEventLoop
