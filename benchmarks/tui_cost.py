@@ -5,16 +5,23 @@ flight), a GPU box's (an H200 serves a small model from 32-64 instances). The TU
 headless through Textual's `run_test` at 120x40: layout and rendering run, nothing reaches a
 terminal) gets the events a real run sends: N ready instances (watched by its telemetry every
 second) and one RequestDone per finished request, from N x 64 clients of our load generator
-running in its own event loop, as a real run's do. The servers are in-process fake
-llama-servers (benchmarks/fake_farm.py) in a separate process on the other core, each
-answering after --delay seconds, so C in flight make about C / delay requests/s; real
+running in the load thread (engine/load_thread.py: its own thread and event loop, records handed
+to the app's loop in batches), as a real run's cells do. The load is one client group per
+instance, where a run sends one to nginx: the same requests, more record batches. The servers
+are in-process fake llama-servers (benchmarks/fake_farm.py) in a separate process on the other
+core, each answering after --delay seconds, so C in flight make about C / delay requests/s; real
 llama-servers on this box finish far fewer, so this is a harsh case for the event path. The
 telemetry reads each server's /metrics and /slots and, for its process, an idle stand-in
 process of its own, as it would a real server's.
 
 Measured over a window after a warm-up, in this process (pinned to one core): event-loop lag
-(how late a 10 ms sleep wakes up, p99), CPU % of one core, RSS. The same load without the app
-is the reference: the app's own CPU is the difference.
+(how late a 10 ms sleep wakes up, p99, in the app's loop), CPU % of one core (both threads),
+RSS. The same load without the app is the reference: the app's own CPU is the difference.
+
+Figures before the load thread (BEFORE_THREAD and the earlier ones) had the load in the app's
+own loop, so a burst of responses delayed the app's timers by however long the burst took, app
+or no app. A burst needs a busy box (the load and the servers kept off their cores for a while):
+on a quiet one both variants meet the target. `--hogs N` makes one: N spinning processes per core.
 """
 
 from __future__ import annotations
@@ -25,14 +32,16 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import psutil
 
 from benchmarks.fake_farm import farm, stand_ins
 from benchmarks.report import machine_note, mid, pinned, print_table
 from tui_lab.engine.events import CellStarted, ProcessState, RequestDone, RunStarted
-from tui_lab.engine.load import LoadSpec, RequestRecord, run_load
+from tui_lab.engine.load import LoadSpec, RequestRecord
+from tui_lab.engine.load_thread import LoadThread
 from tui_lab.engine.run_settings import RunSettings
 from tui_lab.engine.stats import percentiles
 
@@ -49,6 +58,16 @@ BEFORE = (
 BEFORE_SCALE = (
     "before (2c2d0df, DataTable), another day: lag p99 36.8 / 72.0 ms at 16 / 64 instances, "
     "own CPU 8 / 12% (after, that day: 15.5 / 53.5 ms, 7 / 8%; load alone 4.5 / 32.7 ms)"
+)
+
+# Before the load thread (f522d5d: the load in the app's loop), back to back with it on one day,
+# 64 instances (the busy box: --hogs 1 and 2). Taken earlier that day beside a real-server
+# benchmark: 28.8 ms with the app, 31.1 ms alone. The harm shows on a busy box, in bursts.
+BEFORE_THREAD = (
+    "before the load thread (f522d5d), 64 instances, one day, back to back: quiet box lag p99 "
+    "9.4 ms (alone 2.0), own CPU 11% (after: 9.0, 2.1, 11%); one CPU hog per core 19.7 / 18.3 "
+    "ms (alone 8.8 / 8.6; after: 15.4 / 15.6, alone 4.2 / 4.7); two per core 43.4 ms (alone "
+    "11.1; after: 18.7, alone 9.2)"
 )
 
 
@@ -78,7 +97,8 @@ async def window(
             waiting.append(backlog())
 
     specs = [LoadSpec(url=u, concurrency=CLIENTS_EACH, requests=10**7, n_predict=64) for u in urls]
-    tasks = [asyncio.create_task(run_load(s, on_record=record)) for s in specs]
+    load = LoadThread()
+    tasks = [asyncio.create_task(load.run(s, on_record=record)) for s in specs]
     tasks.append(asyncio.create_task(probe()))
     await asyncio.sleep(warmup_s)
     lags.clear()
@@ -90,6 +110,7 @@ async def window(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    load.close()
     return {
         "lag_p99_ms": lag.p99 or 0.0,
         "lag_p50_ms": lag.p50 or 0.0,
@@ -126,6 +147,20 @@ async def without_app(urls: list[str], warmup_s: float, span_s: float) -> dict:
     return await window(urls, lambda r: None, warmup_s, span_s)
 
 
+@contextmanager
+def busy(per_core: int) -> Iterator[None]:
+    """`per_core` spinning processes pinned to each core, as other work on a shared box."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    cores = range(psutil.cpu_count() or 1)
+    hogs = [subprocess.Popen([*pinned(c), *spin]) for c in cores for _ in range(per_core)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def measure(run: Callable[[], Awaitable[dict]], profile: bool = False) -> dict:
     """The figures; with `profile`, where this process spent its time, to stderr."""
     if not profile:
@@ -142,6 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay", type=float, default=2.0, help="seconds per fake request")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--hogs", type=int, default=0, help="CPU-bound processes per core beside it: a busy box"
+    )
     parser.add_argument("--span", type=float, default=10.0)
     parser.add_argument(
         "--sizes",
@@ -172,7 +210,11 @@ def main() -> None:
         args.repeats = 1
     results: dict[tuple[int, str], list[dict]] = {}
     # One farm for every size: the servers a smaller size leaves idle cost nothing.
-    with farm(args.delay, max(sizes)) as urls, stand_ins(max(sizes)) as pids:
+    with (
+        farm(args.delay, max(sizes)) as urls,
+        stand_ins(max(sizes)) as pids,
+        busy(args.hogs),
+    ):
         for _ in range(args.repeats):
             for size in sizes:
                 for kind in ("app", "bare"):
@@ -236,6 +278,8 @@ def main() -> None:
             "widgets once per 0.1 s frame, not one by one)",
             BEFORE,
             BEFORE_SCALE,
+            BEFORE_THREAD,
+            *([f"busy box: {args.hogs} CPU hog(s) per core beside the run"] if args.hogs else []),
             machine_note(),
         ],
     )

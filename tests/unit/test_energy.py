@@ -180,6 +180,7 @@ async def test_a_cell_measures_the_energy_of_its_load_only(
         _, on_gpu0 = await runner.measure_cell(session, 2, plan.cells[0])
         in_use = frozenset({1})
         _, on_gpu1 = await runner.measure_cell(session, 3, plan.cells[0])
+    runner.load_thread.close()  # what the run's end does; measure_cell alone leaves it running
     assert on_gpu0["energy_j"] == pytest.approx(2.0 * 3)
     assert (on_gpu1["energy_j"], on_gpu1["joules_per_token"]) == (None, None)
     assert on_gpu1["energy_reason"] == "GPU1: no energy counter (boards before Volta)"

@@ -29,6 +29,7 @@ from tui_lab.engine.events import (
 )
 from tui_lab.engine.instance import control_session
 from tui_lab.engine.load import LoadSpec, run_load
+from tui_lab.engine.load_thread import LoadThread
 from tui_lab.engine.placement import describe, place
 from tui_lab.engine.ports import ensure_free
 from tui_lab.engine.preflight import DoesNotFit, require_fit
@@ -154,6 +155,9 @@ class PlanRunner:
         self.skip = frozenset(skip)  # cells a resumed sweep has already measured
         self.cluster: Cluster | None = None
         self.rows: list[dict[str, object]] = []  # this run's rows so far, in order
+        # The cells' measured loads, off this loop: a burst of thousands of responses there
+        # would keep the TUI (and the telemetry's timers) waiting tens of milliseconds.
+        self.load_thread = LoadThread()
 
     @property
     def cells_total(self) -> int:
@@ -175,7 +179,7 @@ class PlanRunner:
     ) -> Outcome:
         """The frame of every run: ports checked, RunStarted, `cells` measured (in order, or as
         the adaptive search picks them), then every server stopped and RunFinished, even when
-        cancelled."""
+        cancelled (the load thread ended too)."""
         check_plan_ports(self.plan, self.lab)
         self.emit(RunStarted(self.plan.run, self.cells_total, requests))
         self.rows = []
@@ -187,6 +191,7 @@ class PlanRunner:
             cancelled = True
             raise
         finally:
+            self.load_thread.close()
             if self.cluster is not None:
                 await asyncio.shield(self.cluster.stop())
                 self.cluster = None
@@ -204,7 +209,8 @@ class PlanRunner:
     ) -> tuple[RunSummary | None, dict[str, object]]:
         """Measure one cell on servers of its layout: its figures and its row, not yet written
         (`finish_cell` does), so a driver can add its own columns first. The energy is that of
-        the GPUs the cell's instances see."""
+        the GPUs the cell's instances see. The warm-up stays in this loop: one short request
+        per instance is no burst."""
         total = self.cells_total
         self.emit(CellStarted(index, total, cell.params()))
         summary: RunSummary | None = None
@@ -215,7 +221,7 @@ class PlanRunner:
             cluster = await self._cluster_for(cell, session)
             before = await server_token_counts(session, cluster)
             energy_before = await read_energy(cluster.gpus_in_use)
-            result = await run_load(
+            result = await self.load_thread.run(
                 load_spec(cluster.url, cell, self.load, self.lab.api_key),
                 on_record=lambda rec: self.emit(RequestDone(index, rec)),
             )
