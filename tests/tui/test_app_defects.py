@@ -35,3 +35,13 @@ async def test_the_forms_instances_field_is_one_line_in_the_real_app() -> None:
         await pilot.pause()
         assert isinstance(pilot.app.screen, ConfigureScreen)
         assert pilot.app.screen.query_one("#instances", Input).size.height == 1
+
+
+async def test_the_dashboard_footer_shows_help_and_quit_at_80x24() -> None:
+    """Over SSH on a laptop the footer is the only hint: it was cut after `v Resu…`."""
+    async with LabApp(RunSettings(model="")).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        bottom = pilot.app.screen._compositor.render_strips()[-1]
+        footer = "".join(segment.text for segment in bottom)
+        assert "? Help" in footer and "q Quit" in footer, footer
+        assert pilot.app.screen.query_one("#log").size.width >= 24  # a log line is readable

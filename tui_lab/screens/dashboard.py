@@ -32,7 +32,7 @@ class DashboardScreen(Screen[None]):
         with Horizontal(id="lower"):
             yield ThroughputPlot(id="plot")
             yield LogPane(id="log")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(InstanceTable).focus()
