@@ -18,7 +18,7 @@ from tui_lab.engine.events import EventSink
 from tui_lab.engine.gpu_placement import cuda_env
 from tui_lab.engine.instance import ServerInstance, connect_host
 from tui_lab.engine.nginx_config import ProxySpec
-from tui_lab.engine.placement import InstancePlacement, place
+from tui_lab.engine.placement import InstancePlacement, of_layout
 from tui_lab.engine.ports import check_port_layout, ensure_free
 from tui_lab.engine.proxy import NginxProxy
 
@@ -47,7 +47,7 @@ class Cluster:
         self.run_dir = run_dir
         self.emit = emit
         layout = spec.layout
-        self.placements = place(layout.instances, layout.threads, layout.placement, layout.gpus)
+        self.placements = of_layout(layout)
         self.instances = [
             ServerInstance(
                 i,

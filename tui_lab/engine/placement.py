@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from tui_lab.engine import gpu_placement
-from tui_lab.engine.config import Placement, Threads, pins_cpus, spreads_gpus
+from tui_lab.engine.config import Layout, Placement, Threads, pins_cpus, spreads_gpus
 from tui_lab.engine.errors import LabError
 
 AFFINITY = hasattr(os, "sched_setaffinity")  # Linux (and some BSDs); not macOS
@@ -194,6 +194,11 @@ def place(
         cpus = tuple(cpu for core in share for cpu in core.cpus) if share else None
         out.append(InstancePlacement(count, cpus, gpu_set))
     return tuple(out)
+
+
+def of_layout(layout: Layout) -> tuple[InstancePlacement, ...]:
+    """`place` for a layout's own choices: what its cluster starts and its rows record."""
+    return place(layout.instances, layout.threads, layout.placement, layout.gpus)
 
 
 def describe(placements: Sequence[InstancePlacement]) -> dict[str, object]:

@@ -496,7 +496,7 @@ def _check_placements(plan: Plan) -> None:
     """Every layout's placement is possible on this machine (cores to pin, GPUs to spread
     over), so a sweep never stops at its fifth layout for something known now."""
     for layout in {cell.layout for cell in plan.cells}:
-        placement.place(layout.instances, layout.threads, layout.placement, layout.gpus)
+        placement.of_layout(layout)
 
 
 def _check_ctx(plan: Plan) -> None:
@@ -540,7 +540,7 @@ def cluster_layout(s: RunSettings, n_predict: int = CLUSTER_N_PREDICT) -> Layout
         gpus=opts.gpus,
         model=opts.model,
     )
-    placement.place(layout.instances, layout.threads, layout.placement, layout.gpus)
+    placement.of_layout(layout)
     return layout
 
 

@@ -30,7 +30,7 @@ from tui_lab.engine.events import (
 from tui_lab.engine.instance import control_session
 from tui_lab.engine.load import LoadSpec, run_load
 from tui_lab.engine.load_thread import LoadThread
-from tui_lab.engine.placement import describe, place
+from tui_lab.engine.placement import describe, of_layout
 from tui_lab.engine.ports import ensure_free
 from tui_lab.engine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.results import ResultsWriter
@@ -115,12 +115,11 @@ def cell_row(
     metrics = summary.to_flat_dict() if summary else dict.fromkeys(RunSummary.flat_keys())
     known = [t for t in server_tokens or [] if t is not None]
     complete = server_tokens is not None and len(known) == len(server_tokens)
-    layout = cell.layout
     return {
         "run": plan.run,
         "cell": index,
         **cell.params(),
-        **describe(place(layout.instances, layout.threads, layout.placement, layout.gpus)),
+        **describe(of_layout(cell.layout)),
         **metrics,
         "server_output_tokens": sum(known) if complete else None,
         "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
