@@ -100,6 +100,8 @@ def _tmux_tui(session: str, tmp_path: Path, size: tuple[int, int] = (100, 30)) -
 
     The pane's environment is the tmux server's, whoever started it, not this process's: the
     test's own folders are passed with `new-session -e`, so the app reads this test's settings.
+    The app runs under a shell that writes its exit status to `exit-status`: tmux 3.3 may leave
+    a pane's process unreaped (and its `pane_dead_status` empty) once a signal has ended it.
     """
     env = {
         "LLAMALAB_HOME": str(tmp_path / "home"),
@@ -107,21 +109,30 @@ def _tmux_tui(session: str, tmp_path: Path, size: tuple[int, int] = (100, 30)) -
         "TERM": "xterm-256color",
     }
     given = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+    command = f"'{TUI}'; echo $? > '{tmp_path / 'exit-status'}'"
     subprocess.run(
         [*TMUX, "new-session", "-d", "-s", session, *given,
-         "-x", str(size[0]), "-y", str(size[1]), TUI],
+         "-x", str(size[0]), "-y", str(size[1]), command],
         env={**os.environ, **env},
         check=True,
         cwd=tmp_path,
     )  # fmt: skip
-    return int(tmux("list-panes", "-t", session, "-F", "#{pane_pid}").split()[0])
+    shell = psutil.Process(int(tmux("list-panes", "-t", session, "-F", "#{pane_pid}").split()[0]))
+    deadline = time.monotonic() + 10
+    while not (apps := [p for p in shell.children() if p.name() == "llamalab-tui"]):
+        assert time.monotonic() < deadline, "llamalab-tui did not start in its pane"
+        time.sleep(0.05)
+    return apps[0].pid
 
 
-def wait_pane_dead(session: str, timeout: float = 20) -> None:
+def exit_status(tmp_path: Path, timeout: float = 20) -> str:
+    """The app's exit status, as its pane's shell recorded it."""
+    status = tmp_path / "exit-status"
     deadline = time.monotonic() + timeout
-    while tmux("display", "-p", "-t", session, "#{pane_dead}").strip() != "1":
-        assert time.monotonic() < deadline, f"the app did not exit:\n{screen(session)}"
+    while not status.exists() or not status.read_text().strip():
+        assert time.monotonic() < deadline, "the app did not exit"
         time.sleep(0.2)
+    return status.read_text().strip()
 
 
 def _ended(proc: psutil.Process) -> bool:
@@ -200,8 +211,7 @@ def test_app_ending_mid_run_leaves_no_server_and_keeps_rows(
             assert time.monotonic() < deadline, f"{ending}: llamalab-tui still running"
             time.sleep(0.2)
         if ending == "SIGTERM":  # handled: the app stopped its run and exited by itself
-            wait_pane_dead(session)
-            assert tmux("display", "-p", "-t", session, "#{pane_dead_status}").strip() == "0"
+            assert exit_status(tmp_path) == "0"
         rows = [json.loads(line) for line in _rows(results)]
         assert rows[0]["n_predict"] == 4 and rows[0]["requests_ok"] == 64
     finally:
