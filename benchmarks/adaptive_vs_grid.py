@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.report import machine_note, print_table, ratio
-from tui_lab.cli_progress import ProgressPrinter
-from tui_lab.engine.adaptive import AdaptiveRunner, runner_class
-from tui_lab.engine.config import Cell
-from tui_lab.engine.results import ResultsWriter
-from tui_lab.engine.run_folder import new_run_dir
-from tui_lab.engine.run_settings import RunSettings, build_plan, lab_config, load_settings
-from tui_lab.engine.search import describe
-from tui_lab.engine.sweep import Outcome, PlanRunner
+from tui_lab.cli.progress import ProgressPrinter
+from tui_lab.engine.plan.config import Cell
+from tui_lab.engine.plan.search import describe
+from tui_lab.engine.processes.run_folder import new_run_dir
+from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.settings.run_settings import RunSettings, build_plan, lab_config, load_settings
+from tui_lab.engine.sweeps.adaptive import AdaptiveRunner, runner_class
+from tui_lab.engine.sweeps.runner import Outcome, PlanRunner
 
 # Columns that name a cell in both runs' rows (the `cell` number differs: trial order).
 KEY = ("instances", "parallel", "concurrency", "n_predict", "batch_size", "ubatch_size", "balance")

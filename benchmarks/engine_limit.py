@@ -30,9 +30,9 @@ from pathlib import Path
 
 from benchmarks.adaptive_vs_grid import measure
 from benchmarks.report import machine_note, print_table, ratio
-from tui_lab.engine.discovery import find_model, find_server, sibling_tool
-from tui_lab.engine.ports import free_port_block
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.machine.discovery import find_model, find_server, sibling_tool
+from tui_lab.engine.processes.ports import free_port_block
+from tui_lab.engine.settings.run_settings import RunSettings
 
 TARGET = 0.90
 

@@ -39,10 +39,10 @@ from benchmarks.report import (
     ratio,
 )
 from tui_lab.engine import event_loop
-from tui_lab.engine.discovery import find_nginx
-from tui_lab.engine.load import LoadSpec, run_load
-from tui_lab.engine.ports import free_port_block, port_is_free
-from tui_lab.engine.stats import summarize_load
+from tui_lab.engine.load.client import LoadSpec, run_load
+from tui_lab.engine.load.stats import summarize_load
+from tui_lab.engine.machine.discovery import find_nginx
+from tui_lab.engine.processes.ports import free_port_block, port_is_free
 
 CANNED = json.dumps(
     {"content": " hello" * 16, "stop": True, "tokens_predicted": 16, "tokens_evaluated": 8}

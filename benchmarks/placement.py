@@ -18,8 +18,8 @@ from pathlib import Path
 
 from benchmarks.adaptive_vs_grid import measure
 from benchmarks.report import machine_note, mid, print_table, ratio
-from tui_lab.engine.placement import machine_topology
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.processes.placement import machine_topology
+from tui_lab.engine.settings.run_settings import RunSettings
 
 TARGET = 0.8
 THREADS = ("default", "auto")

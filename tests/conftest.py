@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tui_lab.engine.config import LabConfig
-from tui_lab.engine.discovery import find_model, find_nginx, find_server
-from tui_lab.engine.ports import free_port_block
+from tui_lab.engine.machine.discovery import find_model, find_nginx, find_server
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.processes.ports import free_port_block
 
 WATCHED = ("llama-server", "nginx")
 

@@ -22,19 +22,19 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_lab.assets_dir import ASSETS
-from tui_lab.engine import detached, resume, standing_cluster
-from tui_lab.engine.adaptive import runner_class
-from tui_lab.engine.config import LabConfig, exposure_warning
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event, Notice, ProcessState, RunFinished
-from tui_lab.engine.instance import control_session, http_url
-from tui_lab.engine.leftovers import find_leftovers, stop_leftovers
-from tui_lab.engine.machine import machine_facts
-from tui_lab.engine.preflight import require_fit
-from tui_lab.engine.presets import load_last_or_default, save_last
-from tui_lab.engine.results import ResultsWriter
-from tui_lab.engine.run_folder import new_run_dir
-from tui_lab.engine.run_settings import (
+from tui_lab.engine.machine.facts import machine_facts
+from tui_lab.engine.machine.preflight import require_fit
+from tui_lab.engine.plan.config import LabConfig, exposure_warning
+from tui_lab.engine.plan.runs import Plan
+from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.processes.instance import control_session, http_url
+from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
+from tui_lab.engine.processes.run_folder import new_run_dir
+from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.settings.presets import load_last_or_default, save_last
+from tui_lab.engine.settings.run_settings import (
     RunSettings,
     build_plan,
     cluster_args,
@@ -43,9 +43,10 @@ from tui_lab.engine.run_settings import (
     lab_config,
     load_settings,
 )
-from tui_lab.engine.runs import Plan
-from tui_lab.engine.sweep import PlanRunner, check_plan_ports
-from tui_lab.engine.telemetry import TelemetryCollector, Watched
+from tui_lab.engine.sweeps import detached, resume
+from tui_lab.engine.sweeps.adaptive import runner_class
+from tui_lab.engine.sweeps.runner import PlanRunner, check_plan_ports
+from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 from tui_lab.messages import EngineEvents, ResumeSweep
 from tui_lab.screens.choice_modal import leftovers_modal, quit_modal
 from tui_lab.screens.cluster_modal import ClusterModal

@@ -49,7 +49,7 @@ done
 
 # 4. The default model's header; run.sh rebuilds the model there with zeros for weights. Checked
 #    here: the rebuilt file has the original's size and, byte for byte, its header.
-model=$("$py" -c 'from tui_lab.engine.discovery import find_model; print(find_model())')
+model=$("$py" -c 'from tui_lab.engine.machine.discovery import find_model; print(find_model())')
 "$py" -m benchmarks.gpu_check.zero_model header "$model" "$carry/model-header.gguf.gz"
 check=$(mktemp -d)
 trap 'rm -rf "$check"' EXIT

@@ -72,7 +72,7 @@ site=$work/site
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target "$site" "$carry"/wheels/*.whl
 export PYTHONPATH=$repo:$site
-"$python" -c 'import tui_lab.cli' || { say "the lab does not import with these packages"; exit 1; }
+"$python" -c 'import tui_lab.cli.main' || { say "the lab does not import with these packages"; exit 1; }
 nginx_root=$work/nginx
 rm -rf "$nginx_root"
 for deb in "$carry"/debs/*.deb; do dpkg -x "$deb" "$nginx_root"; done
@@ -126,7 +126,7 @@ say "5. sweep: instances $instances x parallel $parallel x clients $concurrency,
 export LLAMALAB_HOME=$work/lab-home  # its run folder (server logs) goes into logs.tar.gz
 # Free ports for the most instances and nginx, so that a dry run beside other labs does not clash.
 most=$(tr , '\n' <<<"$instances" | sort -n | tail -1)
-base=$("$python" -c "from tui_lab.engine.ports import free_port_block; print(free_port_block($most + 1))")
+base=$("$python" -c "from tui_lab.engine.processes.ports import free_port_block; print(free_port_block($most + 1))")
 sweep_status=0
 timeout -k 15 "$sweep_s" "$python" -m tui_lab.cli sweep full \
   --instances "$instances" --parallel "$parallel" --concurrency "$concurrency" \

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_cli_real import llamalab, ports
-from tui_lab.engine.adaptive import AdaptiveRunner
-from tui_lab.engine.config import LabConfig, LoadSettings
 from tui_lab.engine.events import CellFinished, Event, PlanRevised
-from tui_lab.engine.progress import ProgressTracker
-from tui_lab.engine.results import read_rows
-from tui_lab.engine.runs import ServerOptions, adaptive_sweep, full_sweep
-from tui_lab.engine.search import SearchSettings
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, adaptive_sweep, full_sweep
+from tui_lab.engine.plan.search import SearchSettings
+from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.sweeps.adaptive import AdaptiveRunner
+from tui_lab.engine.sweeps.progress import ProgressTracker
 
 pytestmark = pytest.mark.integration
 

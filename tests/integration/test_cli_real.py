@@ -16,8 +16,8 @@ import openai
 import psutil
 import pytest
 
-from tui_lab.engine.config import LabConfig
-from tui_lab.engine.results import read_rows
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.results.files import read_rows
 
 pytestmark = pytest.mark.integration
 

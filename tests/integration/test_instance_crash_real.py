@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine.config import LabConfig, LoadSettings
 from tui_lab.engine.events import Event, ProcessState, RequestDone
-from tui_lab.engine.results import ResultsWriter, read_rows
-from tui_lab.engine.runs import ServerOptions, full_sweep
-from tui_lab.engine.sweep import PlanRunner
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, full_sweep
+from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.sweeps.runner import PlanRunner
 
 pytestmark = pytest.mark.integration
 

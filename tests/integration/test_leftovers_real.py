@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import free_port_block
 from tests.integration.test_cli_real import llamalab
 from tui_lab.app import LabApp
-from tui_lab.engine.leftovers import REGISTRY, find_leftovers
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.processes.leftovers import REGISTRY, find_leftovers
+from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.choice_modal import ChoiceModal
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ CRASHING_LAB = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from pathlib import Path
-    from tui_lab.engine import process
+    from tui_lab.engine.processes import process
 
     process._DIE_WITH_PARENT = None  # as on macOS
     process._WATCHDOG = sys.argv[5] == "watchdog"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine.discovery import find_nginx
-from tui_lab.engine.load import LoadSpec, run_load
-from tui_lab.engine.ports import free_port_block, port_is_free
+from tui_lab.engine.load.client import LoadSpec, run_load
+from tui_lab.engine.machine.discovery import find_nginx
+from tui_lab.engine.processes.ports import free_port_block, port_is_free
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import psutil
 import pytest
 
 from tests.conftest import free_port_block
-from tui_lab.engine.config import Layout, server_argv
-from tui_lab.engine.instance import ServerInstance, control_session
-from tui_lab.engine.load import LoadSpec, run_load
-from tui_lab.engine.preflight import check
+from tui_lab.engine.load.client import LoadSpec, run_load
+from tui_lab.engine.machine.preflight import check
+from tui_lab.engine.plan.config import Layout, server_argv
+from tui_lab.engine.processes.instance import ServerInstance, control_session
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 from tests.integration.test_cli_real import llamalab, ports
-from tui_lab.engine import detached
-from tui_lab.engine.config import LabConfig
-from tui_lab.engine.results import read_rows
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.sweeps import detached
 
 pytestmark = pytest.mark.integration
 

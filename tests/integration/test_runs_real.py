@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine.config import LabConfig, LoadSettings
 from tui_lab.engine.events import CellFinished, Event, ProcessState, RequestDone, RunFinished
-from tui_lab.engine.results import ResultsWriter, read_rows
-from tui_lab.engine.runs import (
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import (
     Plan,
     ServerOptions,
     concurrent,
@@ -26,7 +25,8 @@ from tui_lab.engine.runs import (
     single,
     threads_sweep,
 )
-from tui_lab.engine.sweep import Outcome, PlanRunner
+from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.sweeps.runner import Outcome, PlanRunner
 
 pytestmark = pytest.mark.integration
 

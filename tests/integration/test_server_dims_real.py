@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_cli_real import llamalab, ports
-from tui_lab.engine.config import LabConfig
-from tui_lab.engine.placement import machine_topology
-from tui_lab.engine.results import read_rows
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.processes.placement import machine_topology
+from tui_lab.engine.results.files import read_rows
 
 pytestmark = pytest.mark.integration
 

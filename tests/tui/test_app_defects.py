@@ -8,7 +8,7 @@ import pytest
 from textual.widgets import Input
 
 from tui_lab.app import LabApp
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.configure import ConfigureScreen
 
 

@@ -14,8 +14,8 @@ from textual.widgets import DataTable
 
 from tests.conftest import free_port_block
 from tui_lab.app import LabApp
-from tui_lab.engine import standing_cluster
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.choice_modal import ChoiceModal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.help import HelpScreen
@@ -177,7 +177,7 @@ async def test_help_and_command_palette_list_every_action(tmp_path: Path) -> Non
 
 async def test_q_with_a_cluster_up_asks_and_can_leave_it_serving(tmp_path: Path) -> None:
     s = settings(tmp_path, instances="1", parallel="1")
-    from tui_lab.engine.run_settings import cluster_args, cluster_layout, lab_config
+    from tui_lab.engine.settings.run_settings import cluster_args, cluster_layout, lab_config
 
     lab = lab_config(s, need_nginx=True)
     await asyncio.to_thread(

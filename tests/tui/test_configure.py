@@ -11,8 +11,8 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, OptionList, Static
 
-from tui_lab.engine.discovery import GGUF_MAGIC
-from tui_lab.engine.run_settings import RunSettings, cluster_layout
+from tui_lab.engine.machine.discovery import GGUF_MAGIC
+from tui_lab.engine.settings.run_settings import RunSettings, cluster_layout
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.screens.model_picker import GgufTree, ModelPicker

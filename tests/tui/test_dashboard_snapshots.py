@@ -14,7 +14,7 @@ import pytest
 from tests.tui.test_widgets import sample
 from tui_lab.app import LabApp
 from tui_lab.engine.events import ProcessState
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
 from tui_lab.widgets.throughput_plot import ThroughputPlot

@@ -15,12 +15,12 @@ from tests.tui.test_app_keys import (  # noqa: F401
     wait_for,
 )
 from tui_lab.app import LabApp
-from tui_lab.engine import detached
 from tui_lab.engine.events import CellStarted, Event, RunFinished, RunStarted
-from tui_lab.engine.results import ResultsWriter, read_rows
-from tui_lab.engine.resume import recorded_config
-from tui_lab.engine.run_settings import build_plan, lab_config
-from tui_lab.engine.sweep import cell_row
+from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.settings.run_settings import build_plan, lab_config
+from tui_lab.engine.sweeps import detached
+from tui_lab.engine.sweeps.resume import recorded_config
+from tui_lab.engine.sweeps.runner import cell_row
 from tui_lab.screens.results import ResultsScreen
 from tui_lab.widgets.run_progress import RunProgress
 

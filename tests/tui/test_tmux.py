@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from tests.conftest import free_port_block
-from tui_lab.engine.presets import save_last
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.settings.presets import save_last
+from tui_lab.engine.settings.run_settings import RunSettings
 
 pytestmark = pytest.mark.integration
 TUI = Path(sys.executable).parent / "llamalab-tui"

@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 
 from tui_lab.engine.events import CellStarted, ProcessState
-from tui_lab.engine.telemetry import InstanceTelemetry
+from tui_lab.engine.telemetry.collector import InstanceTelemetry
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane
 from tui_lab.widgets.throughput_plot import ThroughputPlot

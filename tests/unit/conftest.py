@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tui_lab.engine import preflight, telemetry
+from tui_lab.engine.machine import preflight
+from tui_lab.engine.telemetry import collector as telemetry
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 from textual.widgets import Button, Input
 
 from tests.tui.test_configure import Harness, type_into, widget_text
-from tui_lab import cli
 from tui_lab.app import LabApp
-from tui_lab.engine.presets import load_presets
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.cli import main as cli
+from tui_lab.engine.settings.presets import load_presets
+from tui_lab.engine.settings.run_settings import RunSettings
 
 # (argv, a fragment of the one-line message). {tmp} is a scratch folder of the test.
 CLI_CASES = [

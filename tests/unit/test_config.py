@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_lab.engine.config import (
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.plan.config import (
     Layout,
     check_host,
     computed_ctx_size,
@@ -19,7 +20,6 @@ from tui_lab.engine.config import (
     parse_positive_ints,
     server_argv,
 )
-from tui_lab.engine.errors import LabError
 
 
 @pytest.mark.parametrize(

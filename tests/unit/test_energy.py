@@ -12,17 +12,17 @@ import pytest
 
 from tests.fake_gpus import FakeGpu, install, no_nvml
 from tests.fake_llama_server import FakeLlamaServer
-from tui_lab.engine import telemetry
-from tui_lab.engine.config import LabConfig, LoadSettings
-from tui_lab.engine.energy import CellEnergy, cell_energy
-from tui_lab.engine.runs import ServerOptions, single
-from tui_lab.engine.sweep import PlanRunner, cell_row
-from tui_lab.engine.telemetry import (
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, single
+from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
+from tui_lab.engine.telemetry import collector as telemetry
+from tui_lab.engine.telemetry.collector import (
     APPLE_ENERGY_REASON,
     NO_GPU_REASON,
     EnergyReading,
     GpuProbe,
 )
+from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy
 
 NOT_SUPPORTED = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 

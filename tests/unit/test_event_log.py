@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from types import MappingProxyType
 
-from tui_lab.engine.event_log import EventLog, EventReader, decode, encode
 from tui_lab.engine.events import (
     CellFinished,
     CellStarted,
@@ -18,9 +17,10 @@ from tui_lab.engine.events import (
     RunFinished,
     RunStarted,
 )
-from tui_lab.engine.load import RequestRecord
-from tui_lab.engine.progress import ProgressTracker
-from tui_lab.engine.stats import summarize
+from tui_lab.engine.load.client import RequestRecord
+from tui_lab.engine.load.stats import summarize
+from tui_lab.engine.sweeps.event_log import EventLog, EventReader, decode, encode
+from tui_lab.engine.sweeps.progress import ProgressTracker
 
 PARAMS = {"instances": 2, "parallel": 4, "concurrency": 8, "batch_size": None}
 

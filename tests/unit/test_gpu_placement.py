@@ -7,7 +7,13 @@ import pytest
 
 from tests.fake_gpus import FakeGpu, install, no_nvml
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.gpu_placement import InstanceGpus, assign_gpus, cuda_env, place, visible_gpus
+from tui_lab.engine.processes.gpu_placement import (
+    InstanceGpus,
+    assign_gpus,
+    cuda_env,
+    place,
+    visible_gpus,
+)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from itertools import pairwise
 import pytest
 
 from tests.fake_llama_server import FakeLlamaServer
-from tui_lab.engine.load import DEFAULT_PROMPT, LoadSpec, RequestRecord, run_load
+from tui_lab.engine.load.client import DEFAULT_PROMPT, LoadSpec, RequestRecord, run_load
 
 
 def spec(server: FakeLlamaServer, **kw: object) -> LoadSpec:

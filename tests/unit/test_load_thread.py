@@ -16,14 +16,15 @@ import pytest
 
 from tests.fake_gpus import no_nvml
 from tests.fake_llama_server import FakeLlamaServer
-from tui_lab.engine import load_thread, sweep
-from tui_lab.engine.config import LabConfig, LoadSettings
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import CellFinished, Event, RequestDone, RunFinished
-from tui_lab.engine.load import LoadResult, LoadSpec, RequestRecord
-from tui_lab.engine.load_thread import THREAD_NAME, LoadThread
-from tui_lab.engine.runs import ServerOptions, single
-from tui_lab.engine.sweep import PlanRunner
+from tui_lab.engine.load import load_thread
+from tui_lab.engine.load.client import LoadResult, LoadSpec, RequestRecord
+from tui_lab.engine.load.load_thread import THREAD_NAME, LoadThread
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, single
+from tui_lab.engine.sweeps import runner as sweep
+from tui_lab.engine.sweeps.runner import PlanRunner
 
 
 def load_threads() -> list[threading.Thread]:

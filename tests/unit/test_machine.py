@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from tui_lab.engine import machine
-from tui_lab.engine.machine import machine_facts
-from tui_lab.engine.placement import parse_cpu_list
+from tui_lab.engine.machine import facts as machine
+from tui_lab.engine.machine.facts import machine_facts
+from tui_lab.engine.processes.placement import parse_cpu_list
 
 
 def _script(tmp_path: Path, body: str) -> Path:

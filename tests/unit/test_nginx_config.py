@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.nginx_config import ProxySpec, render, worker_connections
-from tui_lab.engine.proxy import check_config, write_config
+from tui_lab.engine.processes.nginx_config import ProxySpec, render, worker_connections
+from tui_lab.engine.processes.proxy import check_config, write_config
 
 
 def _spec(run_dir: Path, **kw: object) -> ProxySpec:

@@ -15,9 +15,9 @@ import pynvml
 import pytest
 
 from tests.fake_gpus import FakeGpu, install
-from tui_lab.engine import placement
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.placement import (
+from tui_lab.engine.processes import placement
+from tui_lab.engine.processes.placement import (
     Core,
     InstancePlacement,
     Topology,
@@ -28,7 +28,7 @@ from tui_lab.engine.placement import (
     read_topology,
     split_cores,
 )
-from tui_lab.engine.process import ManagedProcess
+from tui_lab.engine.processes.process import ManagedProcess
 
 
 def sysfs(root: Path, nodes: list[list[tuple[int, ...]]]) -> tuple[Path, Path]:

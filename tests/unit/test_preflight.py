@@ -14,13 +14,11 @@ import pytest
 
 from tests.conftest import free_port_block
 from tests.fake_gpus import FakeGpu, GiB, install, no_nvml
-from tui_lab import cli
-from tui_lab.engine import preflight, standing_cluster
-from tui_lab.engine.config import LabConfig, Layout, LoadSettings
+from tui_lab.cli import main as cli
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Notice
-from tui_lab.engine.gpu_placement import place
-from tui_lab.engine.preflight import (
+from tui_lab.engine.machine import preflight
+from tui_lab.engine.machine.preflight import (
     DoesNotFit,
     ServerAsk,
     check,
@@ -29,9 +27,12 @@ from tui_lab.engine.preflight import (
     read_model,
     require_fit,
 )
-from tui_lab.engine.results import ResultsWriter, read_rows
-from tui_lab.engine.runs import ServerOptions, single
-from tui_lab.engine.sweep import PlanRunner, cell_row
+from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, single
+from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.processes.gpu_placement import place
+from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
 from tui_lab.engine.units import human_bytes
 
 MiB = 1024 * 1024

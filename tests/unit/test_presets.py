@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine import presets
-from tui_lab.engine.discovery import GGUF_MAGIC, default_model_path
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.run_settings import RunSettings
+from tui_lab.engine.machine.discovery import GGUF_MAGIC, default_model_path
+from tui_lab.engine.settings import presets
+from tui_lab.engine.settings.run_settings import RunSettings
 
 
 @pytest.fixture(autouse=True)

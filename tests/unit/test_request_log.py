@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_lab.engine.request_log import RequestLogCounter
+from tui_lab.engine.load.request_log import RequestLogCounter
 
 TIMING = (
     "0.02.023.046 I slot print_timing: id  0 | task {t} |       total time =     222.59 ms /"

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.results import (
+from tui_lab.engine.results.files import (
     ResultsFileError,
     ResultsWriter,
     format_table,

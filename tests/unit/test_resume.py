@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine import resume
-from tui_lab.engine.config import LabConfig
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.results import (
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.results.files import (
     ResultsFileError,
     ResultsWriter,
     complete_length,
     drop_partial_tail,
     read_rows,
 )
-from tui_lab.engine.run_settings import RunSettings, build_plan
-from tui_lab.engine.sweep import cell_row
+from tui_lab.engine.settings.run_settings import RunSettings, build_plan
+from tui_lab.engine.sweeps import resume
+from tui_lab.engine.sweeps.runner import cell_row
 
 SETTINGS = RunSettings(
     kind="sweep-full",

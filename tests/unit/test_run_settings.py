@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab import cli
-from tui_lab.engine import search
-from tui_lab.engine.config import server_args
+from tui_lab.cli import main as cli
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.preflight import ModelFacts, ServerAsk
-from tui_lab.engine.run_settings import (
+from tui_lab.engine.machine.preflight import ModelFacts, ServerAsk
+from tui_lab.engine.plan import search
+from tui_lab.engine.plan.config import server_args
+from tui_lab.engine.plan.search import SearchSettings
+from tui_lab.engine.settings.run_settings import (
     RunSettings,
     build_plan,
     cluster_args,
@@ -20,7 +21,6 @@ from tui_lab.engine.run_settings import (
     estimate,
     field_error,
 )
-from tui_lab.engine.search import SearchSettings
 
 
 def test_field_error_names_the_problem_and_none_when_fine() -> None:

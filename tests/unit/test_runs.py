@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from tui_lab.engine.config import LoadSettings
-from tui_lab.engine.runs import (
+from tui_lab.engine.plan.config import LoadSettings
+from tui_lab.engine.plan.runs import (
     ServerOptions,
     concurrent,
     full_sweep,

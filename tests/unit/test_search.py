@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tui_lab.engine.config import Cell, LoadSettings
-from tui_lab.engine.runs import ServerOptions, full_sweep
-from tui_lab.engine.search import (
+from tui_lab.engine.plan.config import Cell, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, full_sweep
+from tui_lab.engine.plan.search import (
     Measurement,
     SearchResult,
     SearchSettings,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tui_lab.engine.server_metrics import _parse_exposition, parse_metrics
+from tui_lab.engine.load.server_metrics import _parse_exposition, parse_metrics
 
 LLAMA_SERVER = """# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
 # TYPE llamacpp:prompt_tokens_total counter

@@ -6,8 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_lab.engine.load import LoadResult, RequestRecord
-from tui_lab.engine.stats import Percentiles, RunSummary, percentiles, summarize, summarize_load
+from tui_lab.engine.load.client import LoadResult, RequestRecord
+from tui_lab.engine.load.stats import (
+    Percentiles,
+    RunSummary,
+    percentiles,
+    summarize,
+    summarize_load,
+)
 
 
 def rec(

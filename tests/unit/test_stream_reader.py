@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tui_lab.engine.load import _Attempt, _StreamReader
+from tui_lab.engine.load.client import _Attempt, _StreamReader
 
 
 def sse(events: list[object], end: bytes = b"\n\n") -> bytes:

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from tests import fake_gpus
-from tui_lab.engine import telemetry
-from tui_lab.engine.telemetry import (
+from tui_lab.engine.telemetry import collector as telemetry
+from tui_lab.engine.telemetry.collector import (
     APPLE_REASON,
     GpuProbe,
     InstanceTelemetry,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tui_lab.engine.load import RequestRecord
-from tui_lab.engine.stats import RunSummary
+from tui_lab.engine.load.client import RequestRecord
+from tui_lab.engine.load.stats import RunSummary
 
 ProcessRole = Literal["server", "nginx"]
 ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped", "not answering"]

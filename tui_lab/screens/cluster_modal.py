@@ -8,8 +8,8 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from tui_lab.engine.config import exposure_warning
-from tui_lab.engine.run_settings import RunSettings, field_error
+from tui_lab.engine.plan.config import exposure_warning
+from tui_lab.engine.settings.run_settings import RunSettings, field_error
 
 FIELDS = (
     ("instances", "Instances"),

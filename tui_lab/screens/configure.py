@@ -18,12 +18,18 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from tui_lab.assets_dir import ASSETS
-from tui_lab.engine.config import exposure_warning
-from tui_lab.engine.discovery import check_model, default_model_path, find_nginx, find_server
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.preflight import largest
-from tui_lab.engine.presets import delete_preset, load_presets, save_last, save_preset
-from tui_lab.engine.run_settings import (
+from tui_lab.engine.machine.discovery import (
+    check_model,
+    default_model_path,
+    find_nginx,
+    find_server,
+)
+from tui_lab.engine.machine.preflight import largest
+from tui_lab.engine.plan.config import exposure_warning
+from tui_lab.engine.plan.runs import Plan
+from tui_lab.engine.settings.presets import delete_preset, load_presets, save_last, save_preset
+from tui_lab.engine.settings.run_settings import (
     RELEVANT,
     RUN_KINDS,
     RunSettings,
@@ -32,7 +38,6 @@ from tui_lab.engine.run_settings import (
     field_error,
     model_entries,
 )
-from tui_lab.engine.runs import Plan
 from tui_lab.screens.model_picker import ModelPicker
 
 Field = Input | Select[str] | Checkbox

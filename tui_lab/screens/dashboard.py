@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
 from tui_lab.engine.events import CellStarted, ProcessState, RunStarted
-from tui_lab.engine.telemetry import GpuSample, InstanceTelemetry, MachineTelemetry
+from tui_lab.engine.telemetry.collector import GpuSample, InstanceTelemetry, MachineTelemetry
 from tui_lab.messages import EngineEvents
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane

@@ -24,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui_lab.engine.events import ProcessState
-from tui_lab.engine.telemetry import InstanceTelemetry
+from tui_lab.engine.telemetry.collector import InstanceTelemetry
 from tui_lab.engine.units import human_bytes
 
 __all__ = ["COLUMNS", "InstanceTable", "RowInfo", "human_bytes", "row_key", "uptime"]

@@ -7,7 +7,7 @@ from textual.containers import Vertical
 from textual.widgets import Label, ProgressBar
 
 from tui_lab.engine.events import Event
-from tui_lab.engine.progress import ProgressTracker
+from tui_lab.engine.sweeps.progress import ProgressTracker
 
 
 class RunProgress(Vertical):

@@ -13,7 +13,7 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui_lab.engine.events import CellStarted
-from tui_lab.engine.telemetry import InstanceTelemetry
+from tui_lab.engine.telemetry.collector import InstanceTelemetry
 
 HISTORY = 600  # samples kept per series: ten minutes at one a second; memory stays flat
 REDRAW_S = 0.5

@@ -1,0 +1,2 @@
+"""The load generator: HTTP connections, the client, its thread, request statistics
+and server counters."""

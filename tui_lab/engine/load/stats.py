@@ -1,0 +1,137 @@
+"""Figures from raw request records, defined as vLLM's benchmark defines them.
+
+Following vllm/benchmarks/serve.py keeps our numbers comparable with the figures people already
+quote. Only successful requests enter latencies and token counts; failures are counted apart,
+so a cell that half failed cannot look fast. Values stay unrounded: rounding is for display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from itertools import pairwise
+from statistics import fmean
+from types import MappingProxyType
+
+from tui_lab.engine.load.client import LoadResult, RequestRecord
+
+_LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
+_POINTS = ("p50", "p90", "p99", "mean")
+_TOTALS = (
+    "requests_ok",
+    "requests_failed",
+    "retries",
+    "output_tokens",
+    "prompt_tokens",
+    "wall_s",
+    "output_tok_per_s",
+    "requests_per_s",
+)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    mean: float | None
+
+
+def percentiles(values: Sequence[float]) -> Percentiles:
+    """Linear interpolation between closest ranks, numpy's default, so figures match vLLM's."""
+    if not values:
+        return Percentiles(None, None, None, None)
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        pos = q / 100 * (len(ordered) - 1)
+        low = math.floor(pos)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+    return Percentiles(at(50), at(90), at(99), fmean(ordered))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    requests_ok: int
+    requests_failed: int
+    retries: int
+    output_tokens: int
+    prompt_tokens: int
+    wall_s: float
+    output_tok_per_s: float
+    requests_per_s: float
+    ttft_ms: Percentiles
+    tpot_ms: Percentiles
+    itl_ms: Percentiles
+    e2el_ms: Percentiles
+    errors: Mapping[str, int]  # kind -> count; a read-only MappingProxyType
+
+    @classmethod
+    def flat_keys(cls) -> tuple[str, ...]:
+        """The columns of `to_flat_dict`, so a failed cell's row can have them all, empty."""
+        latency = tuple(f"{name}_{point}" for name in _LATENCIES for point in _POINTS)
+        return (*_TOTALS, *latency, "errors")
+
+    def to_flat_dict(self) -> dict[str, object]:
+        """One level of scalars, for CSV rows and tables."""
+        flat: dict[str, object] = {name: getattr(self, name) for name in _TOTALS}
+        for name in _LATENCIES:
+            for point in _POINTS:
+                flat[f"{name}_{point}"] = getattr(getattr(self, name), point)
+        flat["errors"] = ";".join(f"{kind}:{n}" for kind, n in sorted(self.errors.items()))
+        return flat
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The flat figures plus each latency as an object, for scripts that prefer nesting."""
+        out = self.to_flat_dict()
+        for name in _LATENCIES:
+            latency = getattr(self, name)
+            out[name] = {f.name: getattr(latency, f.name) for f in fields(latency)}
+        out["errors"] = dict(sorted(self.errors.items()))
+        return out
+
+
+def summarize(result_records: Sequence[RequestRecord], wall_s: float) -> RunSummary:
+    """`wall_s` is the measured phase's wall time; throughput is over it, not summed latencies,
+    because concurrent requests overlap."""
+    ok = [r for r in result_records if r.ok]
+    ttft: list[float] = []
+    tpot: list[float] = []
+    itl: list[float] = []
+    for r in ok:
+        itl.extend(b - a for a, b in pairwise(r.chunk_times))
+        if r.first_token is None:
+            continue
+        first = r.first_token - r.start
+        ttft.append(first)
+        if r.output_tokens > 1:
+            tpot.append((r.end - r.start - first) / (r.output_tokens - 1))
+    output_tokens = sum(r.output_tokens for r in ok)
+    errors = Counter(r.error for r in result_records if r.error is not None)
+    return RunSummary(
+        requests_ok=len(ok),
+        requests_failed=len(result_records) - len(ok),
+        retries=sum(r.retries for r in result_records),
+        output_tokens=output_tokens,
+        prompt_tokens=sum(r.prompt_tokens for r in ok),
+        wall_s=wall_s,
+        output_tok_per_s=output_tokens / wall_s if wall_s > 0 else 0.0,
+        requests_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
+        ttft_ms=_ms(ttft),
+        tpot_ms=_ms(tpot),
+        itl_ms=_ms(itl),
+        e2el_ms=_ms([r.end - r.start for r in ok]),
+        errors=MappingProxyType(dict(errors)),
+    )
+
+
+def summarize_load(result: LoadResult) -> RunSummary:
+    return summarize(result.records, result.wall_end - result.wall_start)
+
+
+def _ms(seconds: Sequence[float]) -> Percentiles:
+    return percentiles([s * 1000 for s in seconds])

@@ -1,0 +1,385 @@
+"""One typed configuration for every surface, validated in one place.
+
+The CLI, the TUI form and preset files all build a `LabConfig` through these functions, so the
+same bad input gets the same one-line `LabError` wherever it was typed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.processes.ports import MAX_PORT
+
+Balance = Literal["round_robin", "least_conn"]
+Api = Literal["completion", "chat"]
+BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn")
+# How many compute threads an instance runs (engine/placement.py): a count, "auto" (the
+# physical cores split among the instances), or None for llama-server's own default.
+Threads = int | Literal["auto"] | None
+Placement = Literal["shared", "pinned", "spread", "pinned+spread"]
+PLACEMENTS: tuple[Placement, ...] = ("shared", "pinned", "spread", "pinned+spread")
+
+
+def pins_cpus(placement: Placement) -> bool:
+    return placement in ("pinned", "pinned+spread")
+
+
+def spreads_gpus(placement: Placement) -> bool:
+    return placement in ("spread", "pinned+spread")
+
+
+# Prompt tokens budgeted per slot on top of n_predict when the context is computed: the default
+# prompt is ~30 tokens and a chat template adds a few dozen more.
+PROMPT_TOKEN_BUDGET = 128
+CTX_ROUNDING = 256
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 8100
+DEFAULT_NGINX_PORT = 8000
+
+
+def parse_int_list(text: str, name: str, *, allow_default: bool = False) -> tuple[int | None, ...]:
+    """Parse `1,2,4` into (1, 2, 4); `default` (when allowed) becomes None, meaning "leave unset".
+
+    Rejects what users mistype (`1,,x`, `0`, `-4`, empty) with a message naming the option, since
+    a sweep that silently drops a value wastes an hour of the user's box.
+    """
+    raw = text.strip()
+    if not raw:
+        raise LabError(f"--{name}: empty list; give values like 1,2,4")
+    values: list[int | None] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            raise LabError(f"--{name}: empty item in {text!r}; give values like 1,2,4")
+        if allow_default and item.lower() == "default":
+            values.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            hint = " or 'default'" if allow_default else ""
+            raise LabError(f"--{name}: {item!r} is not a whole number{hint}") from None
+        if value < 1:
+            raise LabError(f"--{name}: {value} is below 1")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise LabError(f"--{name}: {text!r} repeats a value")
+    return tuple(values)
+
+
+def parse_positive_ints(text: str, name: str) -> tuple[int, ...]:
+    """Like `parse_int_list` for dimensions that have no "unset" value."""
+    return tuple(v for v in parse_int_list(text, name) if v is not None)
+
+
+def parse_balances(text: str) -> tuple[Balance, ...]:
+    """Parse `round_robin,least_conn` (hyphens accepted) into balancing methods."""
+    out: list[Balance] = []
+    for item in text.split(","):
+        name = item.strip().replace("-", "_")
+        if name not in BALANCES:
+            raise LabError(f"--balance: {item.strip()!r} is not one of round_robin, least_conn")
+        out.append(name)  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def parse_threads(text: str, name: str = "threads") -> tuple[Threads, ...]:
+    """`1,2,auto,default`: counts, the even split of the cores, or llama-server's default."""
+    words: dict[str, Threads] = {"auto": "auto", "default": None}
+    values: list[Threads] = []
+    for item in text.split(","):
+        word = item.strip().lower()
+        if word in words:
+            values.append(words[word])
+            continue
+        try:
+            count = int(word)
+        except ValueError:
+            raise LabError(
+                f"--{name}: {item.strip()!r} is not a whole number, auto or default"
+            ) from None
+        if count < 1:
+            raise LabError(f"--{name}: {count} is below 1")
+        values.append(count)
+    if len(set(values)) != len(values):
+        raise LabError(f"--{name}: {text!r} repeats a value")
+    return tuple(values)
+
+
+def parse_placements(text: str) -> tuple[Placement, ...]:
+    """`shared,pinned` (also `spread`, `pinned+spread`) into placements, in the given order."""
+    out: list[Placement] = []
+    for item in text.split(","):
+        name = item.strip().lower().replace(" ", "")
+        name = "pinned+spread" if name == "spread+pinned" else name
+        if name not in PLACEMENTS:
+            raise LabError(f"--placement: {item.strip()!r} is not one of {', '.join(PLACEMENTS)}")
+        out.append(name)  # type: ignore[arg-type]
+    if len(set(out)) != len(out):
+        raise LabError(f"--placement: {text!r} repeats a value")
+    return tuple(out)
+
+
+def parse_gpus(text: str) -> tuple[int, ...] | None:
+    """`all` (None: whatever NVML sees) or NVML indices `0,2` as nvidia-smi numbers them."""
+    if text.strip().lower() in ("", "all"):
+        return None
+    values: list[int] = []
+    for item in text.split(","):
+        try:
+            value = int(item.strip())
+        except ValueError:
+            raise LabError(f"--gpus: {item.strip()!r} is not a GPU number (or 'all')") from None
+        if value < 0:
+            raise LabError(f"--gpus: {value} is not a GPU number (they count from 0)")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise LabError(f"--gpus: {text!r} repeats a GPU")
+    return tuple(values)
+
+
+def require_at_least(value: int, minimum: int, name: str) -> int:
+    if value < minimum:
+        raise LabError(f"--{name}: {value} is below {minimum}")
+    return value
+
+
+def check_port(port: int, name: str) -> int:
+    if not 1 <= port <= MAX_PORT:
+        raise LabError(f"--{name}: {port} is not a TCP port (1-{MAX_PORT})")
+    return port
+
+
+def check_host(host: str) -> str:
+    """Only literal addresses or localhost: a hostname typo must not bind something unexpected."""
+    if host == "localhost":
+        return host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise LabError(
+            f"--host: {host!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+        ) from None
+    return host
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """Beyond loopback the servers and nginx are on the network; say so wherever it is chosen,
+    louder without an API key. None for loopback, and for hosts check_host will refuse anyway."""
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return None
+    where = "every interface" if address.is_unspecified else host
+    if api_key:
+        return f"listening on {where}: reachable from the network, clients need the API key"
+    return f"listening on {where} without an API key: anyone who can reach this machine can use it"
+
+
+def check_extra_args(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Extra arguments go to execve as a list; a newline could still corrupt logs and state."""
+    for arg in args:
+        if "\n" in arg or "\0" in arg:
+            raise LabError(f"--server-args: {arg!r} contains a newline or NUL byte")
+    return args
+
+
+CTX_FLAGS = ("-c", "--ctx-size")
+PARALLEL_FLAGS = ("-np", "--parallel")
+
+
+def _has_flag(args: tuple[str, ...], flags: tuple[str, ...]) -> bool:
+    return any(a in flags or any(a.startswith(f + "=") for f in flags) for a in args)
+
+
+def flag_value(args: tuple[str, ...], flags: tuple[str, ...]) -> str | None:
+    """The value given to `flags` in extra arguments (`-c 4096` or `--ctx-size=4096`); the last
+    one wins, as in llama-server's own parser. None when the flag is absent or has no value."""
+    value = None
+    for i, arg in enumerate(args):
+        name, equals, inline = arg.partition("=")
+        if name in flags:
+            value = inline if equals else (args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything that needs a server restart when it changes; equal layouts reuse servers."""
+
+    instances: int
+    parallel: int
+    ctx_size: int  # total context of one server (per slot x parallel)
+    threads: Threads = None
+    threads_http: int | None = None
+    batch_size: int | None = None
+    ubatch_size: int | None = None
+    extra_args: tuple[str, ...] = ()
+    proxied: bool = True  # behind nginx; single-server tests talk to the server directly
+    placement: Placement = "shared"
+    gpus: tuple[int, ...] | None = None  # the GPUs the instances may use; None: every GPU
+    model: Path | None = None  # None: the lab's model (LabConfig.model)
+    # One alternative of each server-flag dimension (--server-dim), after extra_args.
+    server_flags: tuple[str, ...] = ()
+
+    @property
+    def ctx_per_slot(self) -> int:
+        return self.ctx_size // self.parallel
+
+
+def computed_ctx_size(parallel: int, n_predict: int, ctx_per_slot: int | None = None) -> int:
+    """Context of one server: each slot must hold prompt + n_predict or requests get truncated."""
+    per_slot = ctx_per_slot or _round_up(PROMPT_TOKEN_BUDGET + n_predict, CTX_ROUNDING)
+    return per_slot * parallel
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+# HTTP threads beyond the in-flight requests: nginx's idle keep-alive connections (4 per
+# instance, see nginx_config) and the lab's own health and metrics polls.
+HTTP_THREAD_HEADROOM = 8
+
+
+def default_threads_http(parallel: int, instances: int, max_concurrency: int) -> int:
+    """llama-server's HTTP layer (cpp-httplib) ties a thread to a connection for as long as it
+    is kept alive, so a connection with no free thread waits in the listen backlog until an
+    idle one times out (5 s). Size the pool for every connection that can reach one instance:
+    its share of the clients (at least its slots) plus the idle and control connections."""
+    share = -(-max_concurrency // instances)
+    return max(parallel, share) + HTTP_THREAD_HEADROOM
+
+
+def effective_threads_http(layout: Layout) -> int:
+    """The explicit value, else enough for this layout's slots plus the headroom."""
+    if layout.threads_http is not None:
+        return layout.threads_http
+    return default_threads_http(layout.parallel, layout.instances, layout.parallel)
+
+
+def server_args(layout: Layout) -> tuple[str, ...]:
+    """The user's extra arguments, then the server-flag dimension's alternatives: later flags
+    win in llama-server's parser, so a dimension overrides a fixed extra argument."""
+    return layout.extra_args + layout.server_flags
+
+
+def server_argv(
+    server_bin: Path,
+    model: Path,
+    host: str,
+    port: int,
+    layout: Layout,
+    api_key: str | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """The llama-server command line as a list (never a shell string).
+
+    `--parallel` is always passed: without it llama-server switches to a unified KV cache with
+    different semantics. A `--ctx-size` / `--parallel` in the user's extra arguments wins.
+    `threads` is this instance's resolved count (engine/placement.py); without it an explicit
+    count in the layout is used, else llama-server chooses.
+    """
+    if threads is None and isinstance(layout.threads, int):
+        threads = layout.threads
+    extra = server_args(layout)
+    argv = [str(server_bin), "--model", str(layout.model or model)]
+    argv += ["--host", host, "--port", str(port)]
+    if not _has_flag(extra, PARALLEL_FLAGS):
+        argv += ["--parallel", str(layout.parallel)]
+    if not _has_flag(extra, CTX_FLAGS):
+        argv += ["--ctx-size", str(layout.ctx_size)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    argv += ["--threads-http", str(effective_threads_http(layout))]
+    if layout.batch_size is not None:
+        argv += ["--batch-size", str(layout.batch_size)]
+    if layout.ubatch_size is not None:
+        argv += ["--ubatch-size", str(layout.ubatch_size)]
+    argv += ["--metrics", "--slots", "--no-webui"]
+    if api_key:
+        argv += ["--api-key", api_key]
+    argv += list(extra)
+    return argv
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Client-side knobs shared by every cell of a run."""
+
+    n_predict: int = 64
+    requests: int | None = None  # per cell; None = requests_per_client x concurrency
+    requests_per_client: int = 2
+    api: Api = "completion"
+    stream: bool = False
+    ignore_eos: bool = True
+    cache_prompt: bool = False
+    temperature: float = 0.0
+    timeout_s: float = 600.0
+    warmup: bool = True
+
+    def requests_for(self, concurrency: int) -> int:
+        return (
+            self.requests if self.requests is not None else self.requests_per_client * concurrency
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured point of a run: a server layout, a balancing method and a client load."""
+
+    layout: Layout
+    balance: Balance
+    concurrency: int
+    n_predict: int
+    requests: int
+
+    def params(self) -> dict[str, object]:
+        """The cell's coordinates as result columns, stable across every run kind."""
+        return {
+            "instances": self.layout.instances,
+            "parallel": self.layout.parallel,
+            "concurrency": self.concurrency,
+            "n_predict": self.n_predict,
+            "requests": self.requests,
+            "threads": self.layout.threads,
+            "threads_http": effective_threads_http(self.layout),
+            "batch_size": self.layout.batch_size,
+            "ubatch_size": self.layout.ubatch_size,
+            "ctx_size": self.layout.ctx_size,
+            "balance": self.balance if self.layout.proxied else "direct",
+            "placement": self.layout.placement,
+            "gpus": None if self.layout.gpus is None else ",".join(map(str, self.layout.gpus)),
+            "model": str(self.layout.model) if self.layout.model else None,
+            "server_flags": shlex.join(self.layout.server_flags) or None,
+        }
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Where things are and how the cluster is reached; shared by runs, sweeps and the cluster."""
+
+    server_bin: Path
+    model: Path
+    nginx_bin: Path | None
+    host: str = DEFAULT_HOST
+    base_port: int = DEFAULT_BASE_PORT
+    nginx_port: int = DEFAULT_NGINX_PORT
+    results_dir: Path = field(default_factory=lambda: Path("results"))
+    api_key: str | None = None
+    ready_timeout_s: float = 300.0
+    continue_on_error: bool = True
+    upstream_keepalive: bool = False  # see nginx_config.ProxySpec for why it is off by default
+
+    def with_ports(self, base_port: int, nginx_port: int) -> LabConfig:
+        return replace(self, base_port=base_port, nginx_port=nginx_port)

@@ -1,0 +1,244 @@
+"""The adaptive sweep's search: which cell to measure next, decided from what was measured.
+
+A full grid measures every cell at full length, and most of its time goes to cells nobody
+wants: concurrency far beyond what a layout can serve, where a cell only queues more requests
+behind the same slots. The search spends its time where the answer can be:
+
+1. ladders: for each layout (a lane: layout x balance, in the plan's order) raise concurrency
+   through the list with short probes (one request per client) and stop once a step gains less
+   than `plateau` over the lane's best, a probe has failed requests, or its latency is over the
+   user's bound (goodput: the best tok/s whose p99 latency or TTFT stays under it);
+2. halving: only the `finalists` best probes (over all lanes) get full cells -- the grid's own
+   cells, so their figures compare with a grid's; a finalist whose full cell fails or breaks the
+   bound hands its place to the next best probe. Confirming the best few cells rather than one
+   per layout matters at a plateau, where neighbouring cells differ by less than probe noise.
+
+The answer is the fastest full cell within the bounds. This module is pure logic: the driver
+(engine/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from tui_lab.engine.load.stats import RunSummary
+from tui_lab.engine.plan.config import Cell
+
+Phase = Literal["probe", "full"]
+DEFAULT_PLATEAU = 0.03
+DEFAULT_FINALISTS = 3
+PROBE_REQUESTS_PER_CLIENT = 1
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    plateau: float = DEFAULT_PLATEAU  # a step gaining less than this ends a lane's ladder
+    finalists: int = DEFAULT_FINALISTS  # best probes confirmed with full cells
+    max_p99_ms: float | None = None  # goodput bound on p99 end-to-end latency
+    max_ttft_ms: float | None = None  # goodput bound on p99 time to first token
+
+
+@dataclass(frozen=True)
+class Trial:
+    cell: Cell  # what is measured: a probe's requests are fewer than its grid cell's
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class Measurement:
+    tok_per_s: float
+    e2el_p99_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    requests_failed: int = 0
+    error: str | None = None  # the cell did not run: a server failed, or it does not fit
+
+    @classmethod
+    def of(cls, summary: RunSummary | None, error: str | None) -> Measurement:
+        if summary is None:
+            return cls(0.0, error=error or "not measured")
+        return cls(
+            summary.output_tok_per_s,
+            summary.e2el_ms.p99,
+            summary.ttft_ms.p99,
+            summary.requests_failed,
+            error,
+        )
+
+
+class Bench(Protocol):
+    """Where trials are measured and their verdicts recorded (a row each, written at once)."""
+
+    async def measure(self, trial: Trial) -> Measurement: ...
+
+    def record(self, trial: Trial, result: Measurement, verdict: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def expect(self, cells: Sequence[Cell]) -> None:
+        """The cells the search may still measure, at most: what progress counts against."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    cell: Cell  # the grid's cell this trial stands for
+    result: Measurement
+    full: bool  # measured at the grid cell's full length
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Scored | None
+    why_none: str = ""
+
+
+def lane_of(cell: Cell) -> object:
+    """What the cells of one lane share: everything but the client load."""
+    return (cell.layout, cell.balance)
+
+
+def lanes(space: Sequence[Cell]) -> list[list[Cell]]:
+    """The space's cells by (layout, balance), in first-seen order, each by concurrency."""
+    grouped: dict[object, list[Cell]] = {}
+    for cell in space:
+        grouped.setdefault(lane_of(cell), []).append(cell)
+    return [sorted(cells, key=lambda c: c.concurrency) for cells in grouped.values()]
+
+
+def probe_of(cell: Cell) -> Cell:
+    return replace(cell, requests=min(cell.requests, PROBE_REQUESTS_PER_CLIENT * cell.concurrency))
+
+
+def outlook(
+    lanes_left: Sequence[Sequence[Cell]], space: Sequence[Cell], settings: SearchSettings
+) -> list[Cell]:
+    """The most the search may still measure while ladders are left to climb: a probe of every
+    cell in those lanes, then full cells for the finalists (the largest cells of the space, as
+    which cells they will be is not known yet)."""
+    largest = sorted(space, key=lambda c: c.requests, reverse=True)[: settings.finalists]
+    return [probe_of(cell) for lane in lanes_left for cell in lane] + largest
+
+
+def describe(cell: Cell) -> str:
+    return f"{cell.layout.instances}x{cell.layout.parallel} c={cell.concurrency}"
+
+
+def _ms(value: float | None) -> str:
+    return "unmeasured" if value is None else f"{value:.0f} ms"
+
+
+def flaw(result: Measurement, settings: SearchSettings) -> str | None:
+    """Why this measurement cannot be the answer, or None when it can."""
+    if result.error:
+        return result.error
+    if result.requests_failed:
+        return f"{result.requests_failed} request(s) failed"
+    for value, bound, name in (
+        (result.e2el_p99_ms, settings.max_p99_ms, "p99 latency"),
+        (result.ttft_p99_ms, settings.max_ttft_ms, "p99 TTFT"),
+    ):
+        if bound is not None and (value is None or value > bound):
+            return f"{name} {_ms(value)} over the {bound:g} ms bound"
+    return None
+
+
+async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) -> list[Scored]:
+    """Probe one lane up its concurrency list; its probes that may be the answer."""
+    good: list[Scored] = []
+    best: Scored | None = None
+    for cell in lane:
+        probe = probe_of(cell)
+        trial = Trial(probe, "full" if probe == cell else "probe")
+        result = await bench.measure(trial)
+        problem = flaw(result, settings)
+        stop = True
+        if problem is not None:
+            what = "layout abandoned" if result.error else "stop raising concurrency"
+            verdict = f"{problem}: {what}"
+        elif best is None:
+            verdict, stop = "first step: raise concurrency", False
+        else:
+            gain = result.tok_per_s / best.result.tok_per_s - 1 if best.result.tok_per_s else 1.0
+            stop = gain < settings.plateau
+            verdict = f"{gain:+.1%} over c={best.cell.concurrency}: " + (
+                f"plateau (gain under {settings.plateau:.0%}), stop raising concurrency"
+                if stop
+                else "raise concurrency"
+            )
+        if problem is None:
+            scored = Scored(cell, result, trial.phase == "full")
+            good.append(scored)
+            if best is None or result.tok_per_s > best.result.tok_per_s:
+                best = scored
+            if not stop and cell is lane[-1]:
+                verdict = verdict.replace("raise concurrency", "end of the concurrency list")
+        bench.record(trial, result, verdict)
+        if stop:
+            break
+    return sorted(good, key=lambda s: s.result.tok_per_s, reverse=True)
+
+
+async def search(space: Sequence[Cell], settings: SearchSettings, bench: Bench) -> SearchResult:
+    """Ladders for every lane, then full cells for the best probes; the fastest full cell wins."""
+    all_lanes = lanes(space)
+    probes: list[Scored] = []
+    for done, lane in enumerate(all_lanes, 1):
+        probes += await climb(lane, settings, bench)
+        bench.expect(outlook(all_lanes[done:], space, settings))
+    if not probes:
+        return SearchResult(None, "no probe ran within the bounds without failures")
+    ranked = sorted(probes, key=lambda s: s.result.tok_per_s, reverse=True)
+    finalists = ranked[: settings.finalists]
+    dropped = {lane_of(s.cell) for s in ranked} - {lane_of(s.cell) for s in finalists}
+    bench.note(
+        "finalists: "
+        + ", ".join(f"{describe(s.cell)} ({s.result.tok_per_s:.0f} tok/s)" for s in finalists)
+        + (f"; {len(dropped)} layout(s) dropped at their probes" if dropped else "")
+    )
+    confirmed = await _confirm(ranked, settings, bench, running=lane_of(all_lanes[-1][0]))
+    if not confirmed:
+        return SearchResult(None, "no finalist's full cell ran within the bounds without failures")
+    return SearchResult(max(confirmed, key=lambda s: s.result.tok_per_s))
+
+
+async def _confirm(
+    ranked: Sequence[Scored], settings: SearchSettings, bench: Bench, running: object
+) -> list[Scored]:
+    """Full cells for the best `finalists` probes; one that fails or breaks a bound hands its
+    place to the next best probe. Each batch runs layout by layout, the one whose servers are
+    still running first, so no layout starts twice in a batch."""
+    rank = {id(s): number for number, s in enumerate(ranked, 1)}
+    queue = list(ranked)
+    confirmed: list[Scored] = []
+    while queue and len(confirmed) < settings.finalists:
+        batch, queue = (
+            queue[: settings.finalists - len(confirmed)],
+            queue[settings.finalists - len(confirmed) :],
+        )
+        bench.expect([s.cell for s in batch if not s.full])
+        for candidate in _by_layout(batch, running):
+            if candidate.full:
+                confirmed.append(candidate)  # its probe already ran at full length
+                continue
+            trial = Trial(candidate.cell, "full")
+            result = await bench.measure(trial)
+            running = lane_of(candidate.cell)
+            label = (
+                f"finalist: probe #{rank[id(candidate)]} ({candidate.result.tok_per_s:.0f} tok/s)"
+            )
+            problem = flaw(result, settings)
+            if problem is None:
+                confirmed.append(Scored(candidate.cell, result, True))
+                bench.record(trial, result, label)
+            else:
+                bench.record(trial, result, f"{label}: {problem}, the next best probe stands in")
+    return confirmed
+
+
+def _by_layout(batch: Sequence[Scored], running: object) -> list[Scored]:
+    groups: dict[object, list[Scored]] = {}
+    for scored in batch:
+        groups.setdefault(lane_of(scored.cell), []).append(scored)
+    ordered = sorted(groups.items(), key=lambda group: group[0] != running)
+    return [scored for _, group in ordered for scored in group]

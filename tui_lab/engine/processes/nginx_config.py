@@ -1,0 +1,133 @@
+"""The nginx configuration of the round-robin proxy, rendered from typed values.
+
+Round robin is nginx's default (the original article's `round-robin;` is not a directive);
+`least_conn` is the alternative. Buffering is off so streamed tokens pass at once, upstream
+connections are kept alive, and every path lives in the lab's own run folder so nothing in
+/etc/nginx or /var/lib/nginx is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.plan.config import Balance
+
+MIN_WORKER_CONNECTIONS = 1024
+# With upstream keep-alive: idle connections kept per llama-server. Each pins one of its HTTP
+# threads, so the pool stays small (config.HTTP_THREAD_HEADROOM budgets for it), and idle ones
+# are dropped after 4 s, before llama-server's 5 s keep-alive timeout closes one nginx reuses.
+IDLE_PER_UPSTREAM = 4
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    listen_host: str
+    listen_port: int
+    upstreams: tuple[tuple[str, int], ...]  # (host, port) of each llama-server
+    run_dir: Path
+    balance: Balance = "round_robin"
+    max_concurrency: int = 1
+    max_fails: int = 3
+    fail_timeout_s: int = 10
+    read_timeout_s: int = 3600
+    api_key: str | None = None
+    # Off by default: llama-server closes the connection after every streamed reply while
+    # advertising keep-alive, so pooled connections die under nginx; at 64 streaming clients
+    # that failed half the requests and marked every server down (max_fails). Worth turning on
+    # only for non-streaming loads, where it saves a loopback connect per request.
+    upstream_keepalive: bool = False
+
+
+def worker_connections(max_concurrency: int) -> int:
+    """A proxied request holds a client and an upstream connection: at least 2 x C, plus room."""
+    return max(MIN_WORKER_CONNECTIONS, 2 * max_concurrency + 256)
+
+
+def quote(value: str) -> str:
+    """An nginx string literal.
+
+    A newline could end a directive and `$` starts a variable in some directives, so both are
+    refused outright rather than escaped in ways that differ between directives.
+    """
+    if any(c in value for c in "\n\r\0$"):
+        raise LabError(f"cannot put {value!r} into the nginx configuration (newline or '$')")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render(spec: ProxySpec) -> str:
+    if not spec.upstreams:
+        raise LabError("nginx needs at least one llama-server upstream")
+    run = spec.run_dir
+    wc = worker_connections(spec.max_concurrency)
+    servers = "\n".join(
+        f"        server {_addr(h, p)} max_fails={spec.max_fails} "
+        f"fail_timeout={spec.fail_timeout_s}s;"
+        for h, p in spec.upstreams
+    )
+    method = "        least_conn;\n" if spec.balance == "least_conn" else ""
+    temp = "\n".join(
+        f"    {kind}_temp_path {quote(str(run / 'nginx-temp' / kind))};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    auth = ""
+    if spec.api_key:
+        auth = (
+            f"        if ($http_authorization != {quote('Bearer ' + spec.api_key)}) "
+            "{ return 401; }\n"
+        )
+    pool = reuse = ""
+    if spec.upstream_keepalive:
+        idle = IDLE_PER_UPSTREAM * len(spec.upstreams)
+        pool = f"        keepalive {idle};\n        keepalive_timeout 4s;\n"
+        # A pooled connection can die in the instant before nginx reuses it; such a request
+        # never reached the server, so it is passed to the next one.
+        reuse = (
+            '            proxy_set_header Connection "";\n'
+            "            proxy_next_upstream error timeout non_idempotent;\n"
+            "            proxy_next_upstream_tries 2;\n"
+        )
+    return f"""# Written by llamalab; regenerated on every start.
+worker_processes 1;
+worker_rlimit_nofile {2 * wc + 64};
+pid {quote(str(run / "nginx.pid"))};
+error_log {quote(str(run / "nginx-error.log"))} warn;
+
+events {{
+    worker_connections {wc};
+}}
+
+http {{
+    log_format upstream '$remote_addr [$time_local] "$request" $status '
+                        'upstream=$upstream_addr ustatus=$upstream_status '
+                        'rt=$request_time';
+    access_log {quote(str(run / "nginx-access.log"))} upstream;
+{temp}
+    client_max_body_size 64m;
+    client_body_buffer_size 1m;
+
+    upstream llama {{
+{method}{servers}
+{pool}    }}
+
+    server {{
+        listen {_addr(spec.listen_host, spec.listen_port)};
+        location / {{
+{auth}            proxy_pass http://llama;
+            proxy_http_version 1.1;
+{reuse}            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_cache off;
+            proxy_request_buffering off;
+            proxy_max_temp_file_size 0;
+            proxy_read_timeout {spec.read_timeout_s}s;
+            proxy_send_timeout {spec.read_timeout_s}s;
+        }}
+    }}
+}}
+"""

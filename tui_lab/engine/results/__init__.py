@@ -1,0 +1,1 @@
+"""Results on disk: written a cell at a time, read back, ranked."""

@@ -1,0 +1,114 @@
+"""The adaptive sweep's driver: the search (engine/search.py) picks the cells, PlanRunner
+measures them.
+
+So an adaptive run reuses servers, emits events and writes rows exactly as a full sweep does,
+with more columns: `phase` (probe: one request per client; full: the grid's own cell),
+`verdict` (why the search went on, or why it stopped raising that layout's concurrency or
+abandoned it) and `eligible` (no failures, within the latency bounds: a full cell that is may be
+the answer). A row's `cell` is the trial's number in the order the search ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiohttp
+
+from tui_lab.engine.events import Notice, PlanRevised
+from tui_lab.engine.load.stats import RunSummary
+from tui_lab.engine.plan.config import Cell
+from tui_lab.engine.plan.runs import Plan
+from tui_lab.engine.plan.search import (
+    Measurement,
+    SearchResult,
+    SearchSettings,
+    Trial,
+    describe,
+    flaw,
+    lanes,
+    outlook,
+    search,
+)
+from tui_lab.engine.sweeps.runner import Outcome, PlanRunner, row_error
+
+
+class AdaptiveRunner(PlanRunner):
+    """A PlanRunner whose cells are chosen one at a time by the search."""
+
+    result: SearchResult | None = None
+    _cells_total = 0
+
+    @property
+    def settings(self) -> SearchSettings:
+        assert self.plan.search is not None
+        return self.plan.search
+
+    @property
+    def cells_total(self) -> int:
+        """Cells measured, and the most the search may still measure, as of its last outlook."""
+        return self._cells_total
+
+    async def run(self) -> Outcome:
+        left = outlook(lanes(self.plan.cells), self.plan.cells, self.settings)
+        self._cells_total = len(left)
+        return await self.execute(sum(c.requests for c in left), self._search)
+
+    def expect(self, left: Sequence[Cell]) -> None:
+        """What the search may still measure, as the progress bar's new totals."""
+        self._cells_total = len(self.rows) + len(left)
+        done = sum(int(row["requests"]) for row in self.rows)  # type: ignore[call-overload]
+        self.emit(PlanRevised(self._cells_total, done + sum(c.requests for c in left)))
+
+    async def _search(self, session: aiohttp.ClientSession) -> None:
+        self.result = await search(self.plan.cells, self.settings, _Bench(self, session))
+        self.emit(Notice("info", self.verdict()))
+
+    def verdict(self) -> str:
+        """The answer in one line, for the CLI and the TUI."""
+        if self.result is None:
+            return "adaptive search: no answer (it did not finish)"
+        best = self.result.best
+        if best is None:
+            return f"adaptive search: no best cell: {self.result.why_none}"
+        p99 = best.result.e2el_p99_ms
+        return (
+            f"best: {describe(best.cell)} ({best.cell.layout.instances} instance(s) x "
+            f"{best.cell.layout.parallel} slot(s), concurrency {best.cell.concurrency}): "
+            f"{best.result.tok_per_s:.1f} tok/s over a full cell"
+            + (f", p99 latency {p99:.0f} ms" if p99 is not None else "")
+        )
+
+
+class _Bench:
+    """The search's measurements, as PlanRunner cells: each row is written once the search
+    has given its verdict on it, before the next cell starts."""
+
+    def __init__(self, runner: AdaptiveRunner, session: aiohttp.ClientSession) -> None:
+        self.runner = runner
+        self.session = session
+        self._measured: tuple[int, RunSummary | None, dict[str, object]] | None = None
+
+    async def measure(self, trial: Trial) -> Measurement:
+        index = len(self.runner.rows) + 1
+        summary, row = await self.runner.measure_cell(self.session, index, trial.cell)
+        self._measured = (index, summary, row)
+        return Measurement.of(summary, row_error(row))
+
+    def record(self, trial: Trial, result: Measurement, verdict: str) -> None:
+        assert self._measured is not None
+        index, summary, row = self._measured
+        self._measured = None
+        eligible = flaw(result, self.runner.settings) is None
+        row.update(phase=trial.phase, verdict=verdict, eligible=eligible)
+        self.runner.finish_cell(index, trial.cell, summary, row, f"{trial.phase}: {verdict}")
+
+    def note(self, text: str) -> None:
+        self.runner.emit(Notice("info", text))
+
+    def expect(self, cells: Sequence[Cell]) -> None:
+        self.runner.expect(cells)
+
+
+def runner_class(plan: Plan) -> type[PlanRunner]:
+    """Who runs a plan: in order, or searched when the plan is an adaptive sweep's."""
+    return PlanRunner if plan.search is None else AdaptiveRunner

@@ -1,0 +1,280 @@
+"""Running a plan: start servers when the layout changes, measure each cell, write it at once.
+
+This is the one executor behind all six runs, the CLI and the TUI. Every cell's row reaches the
+results files before the next cell starts, so an interrupted sweep loses at most the cell that
+was running; a cancelled run still stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tui_lab.engine.errors import LabError
+from tui_lab.engine.events import (
+    CellFinished,
+    CellStarted,
+    EventSink,
+    Notice,
+    RequestDone,
+    RunFinished,
+    RunStarted,
+)
+from tui_lab.engine.load.client import LoadSpec, run_load
+from tui_lab.engine.load.load_thread import LoadThread
+from tui_lab.engine.load.server_metrics import tokens_predicted
+from tui_lab.engine.load.stats import RunSummary, summarize_load
+from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
+from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import Plan
+from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_ports
+from tui_lab.engine.processes.instance import control_session
+from tui_lab.engine.processes.placement import describe, of_layout
+from tui_lab.engine.processes.ports import ensure_free
+from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
+
+WARMUP_N_PREDICT = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rows: tuple[dict[str, object], ...]
+    results_csv: Path | None
+    cells_ok: int
+    cells_failed: int
+
+
+def check_plan_ports(plan: Plan, lab: LabConfig) -> None:
+    """All ports any cell will need, checked before the first process starts."""
+    most = max(c.layout.instances for c in plan.cells)
+    proxied = any(c.layout.proxied for c in plan.cells)
+    ensure_free(lab.host, required_ports(lab, most, proxied))
+
+
+def load_spec(url: str, cell: Cell, load: LoadSettings, api_key: str | None) -> LoadSpec:
+    return LoadSpec(
+        url=url,
+        concurrency=cell.concurrency,
+        requests=cell.requests,
+        n_predict=cell.n_predict,
+        api=load.api,
+        stream=load.stream,
+        temperature=load.temperature,
+        ignore_eos=load.ignore_eos,
+        cache_prompt=load.cache_prompt,
+        timeout_s=load.timeout_s,
+        api_key=api_key,
+    )
+
+
+async def warm_up(cluster: Cluster, api_key: str | None) -> None:
+    """One short request to each instance directly, so no cell pays for a cold first decode."""
+    await asyncio.gather(
+        *(
+            run_load(
+                LoadSpec(
+                    url=inst.url,
+                    concurrency=1,
+                    requests=1,
+                    n_predict=WARMUP_N_PREDICT,
+                    api_key=api_key,
+                )
+            )
+            for inst in cluster.instances
+        )
+    )
+
+
+async def server_token_counts(session: aiohttp.ClientSession, cluster: Cluster) -> list[int | None]:
+    return list(
+        await asyncio.gather(
+            *(tokens_predicted(session, i.url, cluster.lab.api_key) for i in cluster.instances)
+        )
+    )
+
+
+def _deltas(before: list[int | None], after: list[int | None]) -> list[int | None]:
+    return [None if b is None or a is None else a - b for b, a in zip(before, after, strict=True)]
+
+
+def cell_row(
+    plan: Plan,
+    index: int,
+    cell: Cell,
+    summary: RunSummary | None,
+    server_tokens: list[int | None] | None,
+    error: str | None,
+    energy: CellEnergy | None = None,
+) -> dict[str, object]:
+    """One results row; failed cells keep every column (empty) so the CSV stays rectangular."""
+    metrics = summary.to_flat_dict() if summary else dict.fromkeys(RunSummary.flat_keys())
+    known = [t for t in server_tokens or [] if t is not None]
+    complete = server_tokens is not None and len(known) == len(server_tokens)
+    return {
+        "run": plan.run,
+        "cell": index,
+        **cell.params(),
+        **describe(of_layout(cell.layout)),
+        **metrics,
+        "server_output_tokens": sum(known) if complete else None,
+        "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
+        **asdict(energy or CellEnergy()),
+        "error": error,
+    }
+
+
+def row_error(row: dict[str, object]) -> str | None:
+    return str(row["error"]) if row["error"] else None
+
+
+class PlanRunner:
+    """Runs one plan; the TUI holds on to it to ask which instances exist right now."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        lab: LabConfig,
+        load: LoadSettings,
+        emit: EventSink,
+        run_dir: Path,
+        results: ResultsWriter | None,
+        skip: Collection[int] = (),
+    ) -> None:
+        self.plan = plan
+        self.lab = lab
+        self.load = load
+        self.emit = emit
+        self.run_dir = run_dir
+        self.results = results
+        self.skip = frozenset(skip)  # cells a resumed sweep has already measured
+        self.cluster: Cluster | None = None
+        self.rows: list[dict[str, object]] = []  # this run's rows so far, in order
+        # The cells' measured loads, off this loop: a burst of thousands of responses there
+        # would keep the TUI (and the telemetry's timers) waiting tens of milliseconds.
+        self.load_thread = LoadThread()
+
+    @property
+    def cells_total(self) -> int:
+        """The cells this run measures at most: what progress counts against."""
+        return len(self.plan.cells)
+
+    async def run(self) -> Outcome:
+        todo = [(i, cell) for i, cell in enumerate(self.plan.cells, 1) if i not in self.skip]
+
+        async def in_order(session: aiohttp.ClientSession) -> None:
+            for index, cell in todo:
+                summary, row = await self.measure_cell(session, index, cell)
+                self.finish_cell(index, cell, summary, row)
+
+        return await self.execute(sum(cell.requests for _, cell in todo), in_order)
+
+    async def execute(
+        self, requests: int, cells: Callable[[aiohttp.ClientSession], Awaitable[None]]
+    ) -> Outcome:
+        """The frame of every run: ports checked, RunStarted, `cells` measured (in order, or as
+        the adaptive search picks them), then every server stopped and RunFinished, even when
+        cancelled (the load thread ended too)."""
+        check_plan_ports(self.plan, self.lab)
+        self.emit(RunStarted(self.plan.run, self.cells_total, requests))
+        self.rows = []
+        cancelled = False
+        try:
+            async with control_session() as session:
+                await cells(session)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            self.load_thread.close()
+            if self.cluster is not None:
+                await asyncio.shield(self.cluster.stop())
+                self.cluster = None
+            rows = self.rows
+            failed = sum(1 for r in rows if r["error"])
+            csv = self.results.csv_path if self.results else None
+            self.emit(RunFinished(self.plan.run, len(rows) - failed, failed, csv, cancelled))
+        return Outcome(tuple(rows), csv, len(rows) - failed, failed)
+
+    async def measure_cell(
+        self,
+        session: aiohttp.ClientSession,
+        index: int,
+        cell: Cell,
+    ) -> tuple[RunSummary | None, dict[str, object]]:
+        """Measure one cell on servers of its layout: its figures and its row, not yet written
+        (`finish_cell` does), so a driver can add its own columns first. The energy is that of
+        the GPUs the cell's instances see. The warm-up stays in this loop: one short request
+        per instance is no burst."""
+        total = self.cells_total
+        self.emit(CellStarted(index, total, cell.params()))
+        summary: RunSummary | None = None
+        server_tokens: list[int | None] | None = None
+        energy: CellEnergy | None = None
+        error: str | None = None
+        try:
+            cluster = await self._cluster_for(cell, session)
+            before = await server_token_counts(session, cluster)
+            energy_before = await read_energy(cluster.gpus_in_use)
+            result = await self.load_thread.run(
+                load_spec(cluster.url, cell, self.load, self.lab.api_key),
+                on_record=lambda rec: self.emit(RequestDone(index, rec)),
+            )
+            energy_after = await read_energy(cluster.gpus_in_use)
+            server_tokens = _deltas(before, await server_token_counts(session, cluster))
+            summary = summarize_load(result)
+            energy = cell_energy(energy_before, energy_after, summary.output_tokens)
+        except DoesNotFit as exc:
+            error = f"skipped: {exc}"  # a verdict, not a failure: --stop-on-error goes on
+            self.emit(Notice("warning", f"cell {index}/{total} {error}"))
+        except LabError as exc:
+            if not self.lab.continue_on_error:
+                raise
+            error = str(exc)
+            self.emit(Notice("error", f"cell {index}/{total}: {error}"))
+        return summary, cell_row(self.plan, index, cell, summary, server_tokens, error, energy)
+
+    def finish_cell(
+        self,
+        index: int,
+        cell: Cell,
+        summary: RunSummary | None,
+        row: dict[str, object],
+        note: str = "",
+    ) -> None:
+        """Write the cell's row to disk at once, then tell the watchers."""
+        if self.results is not None:
+            self.results.write(row)
+        self.rows.append(row)
+        error = row_error(row)
+        self.emit(CellFinished(index, self.cells_total, cell.params(), summary, error, note))
+
+    async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
+        """Reuse the running servers unless a server-side parameter changed or one has died."""
+        current = self.cluster
+        if (
+            current is not None
+            and current.spec.layout == cell.layout
+            and all(i.process.running for i in current.instances)
+        ):
+            await current.set_balance(cell.balance, session)
+            return current
+        if current is not None:
+            self.cluster = None
+            await current.stop()
+        # After the old servers are gone, whose memory the new ones will use.
+        await asyncio.to_thread(require_fit, cell.layout.model or self.lab.model, cell.layout)
+        cluster = Cluster(
+            self.lab,
+            ClusterSpec(cell.layout, cell.balance, self.plan.max_concurrency),
+            self.run_dir,
+            self.emit,
+        )
+        await cluster.start(session)
+        self.cluster = cluster
+        await warm_up(cluster, self.lab.api_key)
+        return cluster
