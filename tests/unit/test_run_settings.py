@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.cli import main as cli
+from tui_lab.cli import parser
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.machine.preflight import ModelFacts, ServerAsk
 from tui_lab.engine.plan import search
@@ -150,11 +150,11 @@ def test_threads_take_auto_default_and_counts_and_placement_is_a_full_sweep_list
 
 
 def test_repeated_model_and_server_dim_flags_join_into_their_settings() -> None:
-    args = cli.build_parser().parse_args(
+    args = parser.build_parser().parse_args(
         ["sweep", "full", "--model", "a.gguf", "--model", "b.gguf", "--server-dim",
          "-fa on|-fa off", "--server-dim=-ctk f16|-ctk q8_0", "--placement", "pinned"]
     )  # fmt: skip
-    s = cli.settings_from_args(args)
+    s = parser.settings_from_args(args)
     assert s.model == "a.gguf|b.gguf"
     assert s.server_dim == "-fa on|-fa off;-ctk f16|-ctk q8_0"
     assert s.placement == "pinned"
