@@ -6,7 +6,9 @@ parts, they fail rather than skip, because a lab tested against nothing is untes
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,10 @@ from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.processes.ports import free_port_block
 
 WATCHED = ("llama-server", "nginx")
+# Every process this test session starts inherits this mark: an orphan without it belongs to
+# another session running beside this one (two checkouts tested at once), not to this one.
+SESSION_MARK = "LLAMALAB_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +72,13 @@ def _ours(info: dict[str, object]) -> bool:
     return "llamalab" in cmdline or "tui_lab" in cmdline
 
 
+def _of_this_session(proc: psutil.Process) -> bool:
+    try:
+        return proc.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]
+    except psutil.Error:
+        return False
+
+
 def started_since(t0: float) -> list[psutil.Process]:
     """Watched processes this test started: our descendants, or orphans born during the test
     (a child whose parent died is re-parented to init, which is exactly the leak to catch)."""
@@ -75,7 +88,7 @@ def started_since(t0: float) -> list[psutil.Process]:
         info = proc.info
         if not _ours(info) or info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        orphan = info["ppid"] == 1 and info["create_time"] >= t0 - 0.5
+        orphan = info["ppid"] == 1 and info["create_time"] >= t0 - 0.5 and _of_this_session(proc)
         if proc.pid in mine or orphan:
             found.append(proc)
     return found
