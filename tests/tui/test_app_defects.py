@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input
 
 from tui_lab.app import LabApp
+from tui_lab.engine.events import ProcessState
 from tui_lab.engine.settings.run_settings import RunSettings
+from tui_lab.messages import EngineEvents
 from tui_lab.screens.configure import ConfigureScreen
+from tui_lab.widgets.log_pane import LogPane
+from tui_lab.widgets.throughput_plot import ThroughputPlot
 
 
 @pytest.fixture(autouse=True)
@@ -44,4 +49,48 @@ async def test_the_dashboard_footer_shows_help_and_quit_at_80x24() -> None:
         bottom = pilot.app.screen._compositor.render_strips()[-1]
         footer = "".join(segment.text for segment in bottom)
         assert "? Help" in footer and "q Quit" in footer, footer
-        assert pilot.app.screen.query_one("#log").size.width >= 24  # a log line is readable
+
+
+SERVER_LINE = "slot launch_slot_: id  0 | task 7 | processing task, is_child = 0"
+
+
+async def show_a_servers_log(pilot: Pilot[None], tmp_path: Path) -> LogPane:
+    """A ready server whose log has lines, selected, and `l` pressed."""
+    log = tmp_path / "server-0.log"
+    log.write_text(f"{SERVER_LINE}\n" * 20)
+    assert isinstance(pilot.app, LabApp)
+    ready = ProcessState("server", 0, 8100, 4242, "ready", log_path=log)
+    pilot.app.dashboard.post_message(EngineEvents((ready,)))
+    await pilot.pause()
+    await pilot.press("l")
+    await pilot.pause()
+    pane = pilot.app.dashboard.query_one(LogPane)
+    assert pane.line_count == 20
+    return pane
+
+
+async def test_a_servers_log_line_is_readable_at_80x24(tmp_path: Path) -> None:
+    """Beside the plot the log cut every line at 29 columns (`slot launch_slot_: id  0 | ta`):
+    at 80 columns the log takes the plot's place on `l`, and `l` again brings the plot back."""
+    async with LabApp(RunSettings(model=""), telemetry_interval_s=3600).run_test(
+        size=(80, 24)
+    ) as pilot:
+        pane = await show_a_servers_log(pilot, tmp_path)
+        assert pane.scrollable_content_region.width >= len(SERVER_LINE)
+        plot = pilot.app.screen.query_one(ThroughputPlot)
+        assert not plot.display
+        await pilot.press("l")
+        await pilot.pause()
+        assert plot.display and plot.size.width == 80 and not pane.display
+
+
+async def test_the_log_stays_beside_the_plot_at_120x40(tmp_path: Path) -> None:
+    async with LabApp(RunSettings(model=""), telemetry_interval_s=3600).run_test(
+        size=(120, 40)
+    ) as pilot:
+        pane = await show_a_servers_log(pilot, tmp_path)
+        plot = pilot.app.screen.query_one(ThroughputPlot)
+        assert (plot.region.width, pane.region.width) == (72, 48)
+        await pilot.press("l")  # follows the log again: nothing to take turns with
+        await pilot.pause()
+        assert plot.display and pane.display and pane.line_count == 20

@@ -17,11 +17,18 @@ from tui_lab.widgets.log_pane import LogPane
 from tui_lab.widgets.run_progress import RunProgress
 from tui_lab.widgets.throughput_plot import ThroughputPlot
 
+NARROW_BELOW = 100  # columns
+
 
 class DashboardScreen(Screen[None]):
     """Renders what the engine emits; acts only through the app's actions."""
 
+    # Below 100 columns the log beside the plot would cut a server's lines at ~29 columns:
+    # there the two take turns at the full width (`log_shown`), `l` switching between them.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
+
     status: reactive[str] = reactive("", init=False)
+    log_shown: reactive[bool] = reactive(False, init=False)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -40,6 +47,9 @@ class DashboardScreen(Screen[None]):
     def watch_status(self, text: str) -> None:
         if self.is_mounted:
             self.query_one("#status-line", Label).update(text)
+
+    def watch_log_shown(self, shown: bool) -> None:
+        self.query_one("#lower").set_class(shown, "-log")
 
     @on(EngineEvents)
     def apply_events(self, message: EngineEvents) -> None:
@@ -67,10 +77,17 @@ class DashboardScreen(Screen[None]):
         label.update(machine_line(m, reasons, label.content_size.width or self.size.width))
 
     def follow_selected_log(self) -> bool:
+        """Follow the selected row's log; where the log takes turns with the plot, `l` on the
+        row whose log is shown brings the plot back."""
         path = self.query_one(InstanceTable).log_of_selected()
         if path is None:
             return False
-        self.query_one(LogPane).follow(path)
+        pane = self.query_one(LogPane)
+        if self.has_class("-narrow") and self.log_shown and pane.path == path:
+            self.log_shown = False
+            return True
+        pane.follow(path)
+        self.log_shown = True
         return True
 
 
