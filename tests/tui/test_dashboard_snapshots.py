@@ -14,7 +14,7 @@ import pytest
 
 from tests.tui.test_widgets import machine_sample, sample
 from tui_lab.app import LabApp
-from tui_lab.engine.events import ProcessState
+from tui_lab.engine.events import Event, ProcessState
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
@@ -43,7 +43,7 @@ def feed(app: LabApp) -> None:
     plot = app.dashboard.query_one(ThroughputPlot)
     t0 = plot.t0
     now = time.monotonic()  # the engine started the ready ones just now: "0:00" up
-    events = [
+    events: list[Event] = [
         ProcessState("server", 0, 8100, 4242, "ready", started=now),
         ProcessState("server", 1, 8101, 4243, "loading"),
         ProcessState("nginx", 0, 8000, 4250, "ready", started=now),

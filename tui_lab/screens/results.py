@@ -44,11 +44,6 @@ class ResultsScreen(Screen[None]):
         ("o", "sort", "Sort by column"),
         ("R", "resume", "Resume"),
     ]
-    DEFAULT_CSS = """
-    ResultsScreen #results-summary { height: auto; padding: 0 1; }
-    ResultsScreen #results-files { height: 5; }
-    ResultsScreen #results-plot { height: 1fr; }
-    """
 
     def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
         super().__init__()

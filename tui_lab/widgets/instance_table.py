@@ -214,7 +214,7 @@ class InstanceTable(ScrollView, can_focus=True):
             self._set(key, "proc", name)
             self._resize_virtual()
         info.state = event
-        label = event.state
+        label: str = event.state
         if event.state == "crashed" and event.exit_code is not None:
             label = f"crashed ({event.exit_code})"
         changed = self._set(key, "port", str(event.port)) or new
