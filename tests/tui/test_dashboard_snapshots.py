@@ -42,7 +42,7 @@ def quiet_app() -> LabApp:
 def feed(app: LabApp) -> None:
     plot = app.dashboard.query_one(ThroughputPlot)
     t0 = plot.t0
-    now = time.monotonic()  # the engine started the ready ones just now: "0:00" up
+    now = time.time()  # the engine started the ready ones just now: "0:00" up
     events: list[Event] = [
         ProcessState("server", 0, 8100, 4242, "ready", started=now),
         ProcessState("server", 1, 8101, 4243, "loading"),

@@ -42,7 +42,7 @@ def sample(index: int, pid: int, **changes: object) -> InstanceTelemetry:
 def started_earlier(table: InstanceTable, key: str, seconds: float) -> None:
     """As if the engine had started the row's process `seconds` ago."""
     info = table.rows_info[key]
-    info.state = replace(info.state, started=time.monotonic() - seconds)
+    info.state = replace(info.state, started=time.time() - seconds)
 
 
 class Harness(App[None]):
@@ -102,8 +102,8 @@ async def test_a_repeated_sample_changes_no_row_and_uptime_rides_on_the_samples(
     the rows telemetry already updated."""
     async with Harness().run_test() as pilot:
         table = pilot.app.query_one(InstanceTable)
-        table.apply_state(ProcessState("server", 0, 8100, 42, "ready", started=time.monotonic()))
-        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready", started=time.monotonic()))
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready", started=time.time()))
+        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready", started=time.time()))
         updated: list[str] = []
         real_changed = table._row_changed
 

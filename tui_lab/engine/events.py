@@ -36,8 +36,8 @@ class ProcessState:
     detail: str = ""  # why it crashed or failed to become ready, with its last log lines
     owner: ProcessOwner = "run"  # a run's own servers, or the standing cluster's
     url: str | None = None  # the base URL its clients use, from the host and port it serves on
-    # time.monotonic() when it was started (the same clock in every process on Linux and macOS,
-    # so a detached run's or the cluster's supervisor's figure holds here); None when unknown
+    # time.time() when it was started: the wall clock, so a detached run's or the cluster
+    # supervisor's figure means the same here and in their files; None when unknown
     started: float | None = None
 
 

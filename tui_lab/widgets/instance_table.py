@@ -55,7 +55,7 @@ def uptime(process: ProcessState) -> str:
     since = process.started
     if since is None or process.state in ("stopped", "crashed"):
         return "-"
-    seconds = int(time.monotonic() - since)
+    seconds = int(time.time() - since)
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}" if hours else f"{minutes}:{secs:02d}"

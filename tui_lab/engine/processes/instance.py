@@ -56,7 +56,7 @@ class ServerInstance:
         self.url = http_url(host, port)
         self.emit = emit
         self.state: ProcessStatus = "stopped"
-        self.started: float | None = None  # time.monotonic() at its start, for its uptime
+        self.started: float | None = None  # time.time() at its start, for its uptime
         self.process = ManagedProcess(
             f"llama-server #{index}",
             argv,
@@ -96,7 +96,7 @@ class ServerInstance:
 
     async def start(self) -> None:
         await self.process.start()
-        self.started = time.monotonic()
+        self.started = time.time()
         self._set("starting")
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> None:

@@ -62,7 +62,7 @@ class NginxProxy:
         self.emit = emit
         self.url = http_url(spec.listen_host, spec.listen_port)
         self.state: ProcessStatus = "stopped"
-        self.started: float | None = None  # time.monotonic() at its start, for its uptime
+        self.started: float | None = None  # time.time() at its start, for its uptime
         self.process = ManagedProcess(
             "nginx",
             [*nginx_base_args(nginx_bin, spec.run_dir), "-g", "daemon off;"],
@@ -105,7 +105,7 @@ class NginxProxy:
         write_config(self.spec)
         await check_config(self.nginx_bin, self.spec.run_dir)
         await self.process.start()
-        self.started = time.monotonic()
+        self.started = time.time()
         self._set("starting")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
