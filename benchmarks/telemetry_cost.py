@@ -34,18 +34,13 @@ if not __package__:  # run as a file: make `benchmarks` importable as with `pyth
 
 from benchmarks.fake_farm import farm, stand_ins
 from benchmarks.report import machine_note, mid, print_table
-from tui_lab.engine.events import ignore
+from tui_lab.engine.events import InstanceTelemetry, MachineTelemetry, ignore
 from tui_lab.engine.machine.discovery import find_model, find_server
 from tui_lab.engine.machine.preflight import require_fit
 from tui_lab.engine.plan.config import LabConfig, Layout
 from tui_lab.engine.processes.cluster import Cluster, ClusterSpec
 from tui_lab.engine.processes.instance import control_session
-from tui_lab.engine.telemetry.collector import (
-    InstanceTelemetry,
-    MachineTelemetry,
-    TelemetryCollector,
-    Watched,
-)
+from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 
 INSTANCES = 16
 IDLE = "idle reference (asyncio.sleep 1 s)"

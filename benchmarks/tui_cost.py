@@ -133,13 +133,13 @@ async def with_app(urls: list[str], pids: list[int], warmup_s: float, span_s: fl
         )
         for i, (url, pid) in enumerate(zip(urls, pids, strict=True)):
             port = int(url.rsplit(":", 1)[1])
-            app.emit(ProcessState("server", i, port, pid, "ready"))
+            app.emit(ProcessState("server", i, port, pid, "ready", url=url))
         return await window(
             urls,
             lambda r: app.emit(RequestDone(1, r)),
             warmup_s,
             span_s,
-            lambda: len(app._pending),
+            lambda: app.bridge.waiting,
         )
 
 

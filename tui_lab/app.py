@@ -22,14 +22,16 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_lab.assets_dir import ASSETS
+from tui_lab.bridge import EventBridge, notification
+from tui_lab.commands import PresetCommands, ResultsCommands
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.events import Event, Notice, ProcessState, RunFinished
+from tui_lab.engine.events import Event, ProcessState, RunFinished
 from tui_lab.engine.machine.facts import machine_facts
 from tui_lab.engine.machine.preflight import require_fit
 from tui_lab.engine.plan.config import LabConfig, exposure_warning
 from tui_lab.engine.plan.runs import Plan
 from tui_lab.engine.processes import standing_cluster
-from tui_lab.engine.processes.instance import control_session, http_url
+from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.processes.run_folder import new_run_dir
 from tui_lab.engine.results.files import ResultsWriter
@@ -46,8 +48,8 @@ from tui_lab.engine.settings.run_settings import (
 from tui_lab.engine.sweeps import detached, resume
 from tui_lab.engine.sweeps.adaptive import runner_class
 from tui_lab.engine.sweeps.runner import PlanRunner, check_plan_ports
-from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
-from tui_lab.messages import EngineEvents, ResumeSweep
+from tui_lab.engine.telemetry.collector import TelemetryCollector
+from tui_lab.messages import PresetChosen, ResultsFileChosen, ResumeSweep
 from tui_lab.screens.choice_modal import leftovers_modal, quit_modal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
@@ -57,20 +59,20 @@ from tui_lab.widgets.instance_table import InstanceTable
 
 FRAME_S = 0.1
 CLUSTER_POLL_S = 2.0
-CLUSTER_INDEX_OFFSET = 1000
 HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class LabApp(App[None]):
     TITLE = "llamalab"
     CSS_PATH = ASSETS / "app.tcss"
+    COMMANDS = App.COMMANDS | {PresetCommands, ResultsCommands}
     BINDINGS = [
         Binding("c", "configure", "Configure"),
         Binding("s", "start_run", "Start"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "toggle_cluster", "Cluster"),
-        Binding("k", "restart_instance", "Restart"),
-        Binding("l", "show_log", "Log"),
+        Binding("k", "screen.restart_instance", "Restart"),  # the dashboard's selected row
+        Binding("l", "screen.show_log", "Log"),
         Binding("v", "results", "Results"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_lab", "Quit"),
@@ -88,49 +90,36 @@ class LabApp(App[None]):
         self.startup_problem = problem
         self.dashboard = DashboardScreen()
         self.collector = TelemetryCollector(self.emit, interval_s=telemetry_interval_s)
+        self.bridge = EventBridge(
+            self.dashboard,
+            self.collector,
+            api_key=lambda owner: (
+                (self.settings.api_key or None)
+                if owner == "run"
+                else (self.cluster or {}).get("api_key")
+            ),
+        )
         self.runner: PlanRunner | None = None
         self.writer: ResultsWriter | None = None
         self.cluster: dict[str, Any] | None = None
         self.cluster_busy = False
-        self._pending: list[Event] = []
         self._run_worker: Worker[None] | None = None
         self.attached: dict[str, Any] | None = None  # the detached run the dashboard follows
 
     # ---- engine events -------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """The engine's sink: buffer for the next frame, and react where the app must."""
-        self._pending.append(event)
-        if isinstance(event, ProcessState):
-            self._watch_process(event)
-            if event.state == "crashed":
-                name = "nginx" if event.role == "nginx" else f"llama-server #{event.index}"
-                self.notify(f"{name} crashed: {event.detail}", severity="error", timeout=15)
-        elif isinstance(event, Notice):
-            severity = "information" if event.level == "info" else event.level
-            self.notify(event.text, severity=severity, timeout=10)
-        elif isinstance(event, RunFinished):
+        """The engine's sink: to the dashboard through the bridge; the app tells a person what
+        must be seen at once, and reacts to the end of a run."""
+        self.bridge.emit(event)
+        if (note := notification(event)) is not None:
+            text, severity, timeout = note
+            self.notify(text, severity=severity, timeout=timeout)
+        if isinstance(event, RunFinished):
             self._run_finished(event)
 
-    def _watch_process(self, event: ProcessState) -> None:
-        # The collector keys processes by (role, index); the cluster's are kept apart from a
-        # run's by an offset, and rows match samples by PID anyway.
-        index = event.index + (CLUSTER_INDEX_OFFSET if event.owner == "cluster" else 0)
-        if event.pid is None or event.state in ("stopped", "crashed"):
-            self.collector.unwatch(event.role, index)
-            return
-        if event.owner == "run":
-            host, key = self.settings.host, self.settings.api_key or None
-        else:
-            host, key = (self.cluster or {}).get("host"), (self.cluster or {}).get("api_key")
-        url = http_url(host or "127.0.0.1", event.port) if event.role == "server" else None
-        log = event.log_path if event.role == "server" else None
-        self.collector.watch(Watched(event.role, index, event.pid, url, log, key))
-
     def _flush_events(self) -> None:
-        if self._pending:
-            batch, self._pending = tuple(self._pending), []
-            self.dashboard.post_message(EngineEvents(batch))
+        self.bridge.flush()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -362,16 +351,12 @@ class LabApp(App[None]):
         self.notify("cancelling: stopping servers; finished cells are kept")
         self.workers.cancel_group(self, "run")
 
-    def action_restart_instance(self) -> None:
-        info = self.dashboard.query_one(InstanceTable).selected()
-        if info is None or info.state.role != "server":
-            self.notify("select a llama-server row first", severity="warning")
-            return
+    def on_instance_table_restart_requested(self, message: InstanceTable.RestartRequested) -> None:
         cluster = self.runner.cluster if self.runner else None
-        if info.state.owner != "run" or cluster is None:
+        if message.process.owner != "run" or cluster is None:
             self.notify("only a running test's servers restart in place", severity="warning")
             return
-        self.run_worker(self._restart(cluster, info.state.index), exit_on_error=False)
+        self.run_worker(self._restart(cluster, message.process.index), exit_on_error=False)
 
     async def _restart(self, cluster: Any, index: int) -> None:
         try:
@@ -381,9 +366,14 @@ class LabApp(App[None]):
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=10)
 
-    def action_show_log(self) -> None:
-        if not self.dashboard.follow_selected_log():
-            self.notify("select a process row first", severity="warning")
+    def on_preset_chosen(self, message: PresetChosen) -> None:
+        self._configured(message.settings)
+        self.notify(f"preset {message.name}: the next run's settings")
+
+    def on_results_file_chosen(self, message: ResultsFileChosen) -> None:
+        from tui_lab.screens.results import ResultsScreen  # plotting loads on first use
+
+        self.push_screen(ResultsScreen(message.path.parent, message.path))
 
     def action_results(self) -> None:
         from tui_lab.screens.results import ResultsScreen  # plotting loads on first use

@@ -1,4 +1,5 @@
-"""The app's own messages: engine events, batched at the screen's pace."""
+"""The app's own messages: engine events batched at the screen's pace, and what a screen or
+the command palette asks the app to do."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from textual.message import Message
 
 from tui_lab.engine.events import Event
+from tui_lab.engine.settings.run_settings import RunSettings
 
 
 class EngineEvents(Message):
@@ -27,3 +29,20 @@ class ResumeSweep(Message):
     def __init__(self, results_file: Path) -> None:
         super().__init__()
         self.results_file = results_file
+
+
+class PresetChosen(Message):
+    """The command palette's preset: the next run's settings, as if loaded in the form."""
+
+    def __init__(self, name: str, settings: RunSettings) -> None:
+        super().__init__()
+        self.name = name
+        self.settings = settings
+
+
+class ResultsFileChosen(Message):
+    """The command palette's results file: open the results screen on it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path

@@ -9,13 +9,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tui_lab.engine.events import Event
+from tui_lab.engine.events import Event, InstanceTelemetry
 from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, round_robin
 from tui_lab.engine.processes.cluster import Cluster, ClusterSpec
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.sweeps.runner import PlanRunner
-from tui_lab.engine.telemetry.collector import InstanceTelemetry, TelemetryCollector, Watched
+from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 
 pytestmark = pytest.mark.integration
 KEY = "s3cret-key_1"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tui_lab.engine.telemetry.collector import GpuProbe
+from tui_lab.engine.telemetry.gpu_probe import GpuProbe
 
 pytestmark = pytest.mark.integration
 

@@ -6,14 +6,15 @@ engine events, exactly as the app's adapter would post them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.tui.test_widgets import sample
+from tests.tui.test_widgets import machine_sample, sample
 from tui_lab.app import LabApp
-from tui_lab.engine.events import ProcessState
+from tui_lab.engine.events import Event, ProcessState
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
@@ -39,14 +40,19 @@ def quiet_app() -> LabApp:
 
 
 def feed(app: LabApp) -> None:
-    t0 = app.dashboard.query_one(ThroughputPlot).t0
-    events = [
-        ProcessState("server", 0, 8100, 4242, "ready"),
+    plot = app.dashboard.query_one(ThroughputPlot)
+    t0 = plot.t0
+    now = time.time()  # the engine started the ready ones just now: "0:00" up
+    events: list[Event] = [
+        ProcessState("server", 0, 8100, 4242, "ready", started=now),
         ProcessState("server", 1, 8101, 4243, "loading"),
-        ProcessState("nginx", 0, 8000, 4250, "ready"),
+        ProcessState("nginx", 0, 8000, 4250, "ready", started=now),
         sample(0, 4242, time=t0 + 1.0),
     ]
     app.dashboard.post_message(EngineEvents(tuple(events)))
+    # The engine's total for that round (a MachineTelemetry's), given to the plot alone: the
+    # machine line stays empty, as the collector is kept out.
+    plot.apply_machine(machine_sample(t0 + 1.0, 87.5))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])

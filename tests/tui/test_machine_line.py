@@ -9,7 +9,8 @@ import pytest
 from textual.widgets import Label
 
 from tests.tui.test_dashboard_snapshots import quiet_app
-from tui_lab.engine.telemetry.collector import GpuSample, MachineTelemetry
+from tui_lab.engine.events import MachineTelemetry
+from tui_lab.engine.telemetry.gpu_probe import GpuSample
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.dashboard import machine_line
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from textual.app import App, ComposeResult
 
-from tui_lab.engine.events import CellStarted, ProcessState
-from tui_lab.engine.telemetry.collector import InstanceTelemetry
+from tui_lab.engine.events import CellStarted, InstanceTelemetry, MachineTelemetry, ProcessState
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane
 from tui_lab.widgets.throughput_plot import ThroughputPlot
@@ -37,6 +37,12 @@ def sample(index: int, pid: int, **changes: object) -> InstanceTelemetry:
     }
     values.update(changes)
     return InstanceTelemetry(**values)  # type: ignore[arg-type]
+
+
+def started_earlier(table: InstanceTable, key: str, seconds: float) -> None:
+    """As if the engine had started the row's process `seconds` ago."""
+    info = table.rows_info[key]
+    info.state = replace(info.state, started=time.time() - seconds)
 
 
 class Harness(App[None]):
@@ -96,8 +102,8 @@ async def test_a_repeated_sample_changes_no_row_and_uptime_rides_on_the_samples(
     the rows telemetry already updated."""
     async with Harness().run_test() as pilot:
         table = pilot.app.query_one(InstanceTable)
-        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
-        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready"))
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready", started=time.time()))
+        table.apply_state(ProcessState("nginx", 0, 8000, 50, "ready", started=time.time()))
         updated: list[str] = []
         real_changed = table._row_changed
 
@@ -110,11 +116,11 @@ async def test_a_repeated_sample_changes_no_row_and_uptime_rides_on_the_samples(
         assert updated == ["run-server-0"]  # one row, once, however many of its cells changed
         table.apply_telemetry(sample(0, 42))
         assert updated == ["run-server-0"]
-        table.rows_info["run-nginx-0"].started = time.monotonic() - 75
+        started_earlier(table, "run-nginx-0", 75)
         table._tick_uptime()
         assert updated[1:] == ["run-nginx-0"]  # the sampled server is left alone
         assert cell(table, "run-nginx-0", "up") == "1:15"
-        table.rows_info["run-server-0"].started = time.monotonic() - 75
+        started_earlier(table, "run-server-0", 75)
         table._tick_uptime()  # no sample since the last tick: the clock updates it
         assert cell(table, "run-server-0", "up") == "1:15"
 
@@ -188,7 +194,8 @@ async def test_the_cursor_moves_with_keys_and_clicks_and_selects_its_row(
         assert table.selected() is table.rows_info["run-server-0"]
         await pilot.press("down", "down", "down")  # stops at the last row
         assert table.cursor_row == 2
-        assert table.log_of_selected() == tmp_path / "server-2.log"
+        assert table.rows_info["run-server-2"] is table.selected()
+        assert table.selected().state.log_path == tmp_path / "server-2.log"  # type: ignore[union-attr]
         await pilot.press("up")
         assert table.selected() is table.rows_info["run-server-1"]
         await pilot.click(InstanceTable, offset=(2, 1))  # line 1: the first row
@@ -246,7 +253,7 @@ async def test_forget_drops_the_owners_rows_and_keeps_the_cursor_on_a_row() -> N
         table.apply_telemetry(sample(0, 50))  # a forgotten process's sample changes nothing
         assert table.cell("cluster-server-0", "tps") == "-"
         table.forget("cluster")
-        assert table.selected() is None and table.log_of_selected() is None
+        assert table.selected() is None
 
 
 async def test_log_pane_tails_a_growing_file(tmp_path: Path) -> None:
@@ -262,26 +269,45 @@ async def test_log_pane_tails_a_growing_file(tmp_path: Path) -> None:
         assert pane.lines[-1] == "second line"
 
 
+def machine_sample(time: float, tokens_per_s: float | None) -> MachineTelemetry:
+    return MachineTelemetry(
+        time, 10.0, 1 << 30, 8 << 30, 0, None, (), "no GPU", False, tokens_per_s
+    )
+
+
 async def test_plot_history_stays_bounded() -> None:
     async with Harness().run_test() as pilot:
         plot = pilot.app.query_one(ThroughputPlot)
         for i in range(2000):
             plot.apply_telemetry(sample(0, 42, time=plot.t0 + i, tokens_per_s=float(i)))
+            plot.apply_machine(machine_sample(plot.t0 + i, float(i)))
         plot.apply_cell(CellStarted(1, 2, {}))
-        assert len(plot.total) == 600 and len(plot.per_instance[0]) == 600
+        assert len(plot.total) == 600 and len(plot.per_instance[("run", 0)]) == 600
         await pilot.pause(0.6)
 
 
-async def test_the_plots_total_gets_one_point_a_round_whatever_the_instances() -> None:
-    """64 instances' samples of one round add one point, the sum of their rates: the history
-    then spans ten minutes, not ten seconds."""
+async def test_the_plots_total_is_the_engines_one_point_a_round() -> None:
+    """The whole lab's line is what the engine summed (a point per machine sample), not a sum
+    the plot makes of the instances' samples; a round with no rate adds no point."""
     async with Harness().run_test() as pilot:
         plot = pilot.app.query_one(ThroughputPlot)
         for second in range(3):
             for i in range(64):
                 plot.apply_telemetry(sample(i, i, time=plot.t0 + second, tokens_per_s=1.5))
-        plot._add_total()  # what the next redraw does
-        assert [round(v, 6) for _, v in plot.total] == [96.0] * 3
+            plot.apply_machine(machine_sample(plot.t0 + second, 96.0))
+        plot.apply_machine(machine_sample(plot.t0 + 3, None))
+        assert [v for _, v in plot.total] == [96.0] * 3
+
+
+async def test_a_runs_and_the_clusters_instance_0_are_two_lines() -> None:
+    async with Harness().run_test() as pilot:
+        plot = pilot.app.query_one(ThroughputPlot)
+        plot.apply_telemetry(sample(0, 42, tokens_per_s=5.0))
+        plot.apply_telemetry(sample(0, 50, tokens_per_s=7.0, owner="cluster"))
+        assert {k: [v for _, v in s] for k, s in plot.per_instance.items()} == {
+            ("run", 0): [5.0],
+            ("cluster", 0): [7.0],
+        }
 
 
 def test_bytes_are_shown_in_human_units() -> None:

@@ -15,21 +15,21 @@ from tests.fake_llama_server import FakeLlamaServer
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, single
 from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
-from tui_lab.engine.telemetry import collector as telemetry
-from tui_lab.engine.telemetry.collector import (
+from tui_lab.engine.telemetry import gpu_probe
+from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy
+from tui_lab.engine.telemetry.gpu_probe import (
     APPLE_ENERGY_REASON,
     NO_GPU_REASON,
     EnergyReading,
     GpuProbe,
 )
-from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy
 
 NOT_SUPPORTED = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
 
 @pytest.fixture(autouse=True)
 def not_apple(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", False)
+    monkeypatch.setattr(gpu_probe, "APPLE_SILICON", False)
 
 
 def read(indices: tuple[int, ...] | None = None) -> EnergyReading:
@@ -77,7 +77,7 @@ def test_probe_without_gpus_or_nvml_gives_a_reason(monkeypatch: pytest.MonkeyPat
     assert read((4,)).reason == "GPU4: NVML error: Invalid Argument"
     no_nvml(monkeypatch)
     assert read() == EnergyReading({}, "no NVIDIA GPU: NVML library not found")
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", True)
+    monkeypatch.setattr(gpu_probe, "APPLE_SILICON", True)
     assert read() == EnergyReading({}, APPLE_ENERGY_REASON)
 
 

@@ -202,7 +202,7 @@ def test_lanes_group_layout_and_balance_in_plan_order() -> None:
 
 
 def test_the_results_screen_best_of_an_adaptive_run_is_an_eligible_full_cell() -> None:
-    from tui_lab.screens.results import best_row
+    from tui_lab.engine.results.best_cell import best_cell
 
     rows: list[dict[str, object]] = [
         {"cell": 1, "output_tok_per_s": 300.0, "error": None, "phase": "probe", "eligible": True},
@@ -210,8 +210,8 @@ def test_the_results_screen_best_of_an_adaptive_run_is_an_eligible_full_cell() -
         {"cell": 3, "output_tok_per_s": 250.0, "error": None, "phase": "full", "eligible": True},
         {"cell": 4, "output_tok_per_s": 240.0, "error": None, "phase": "full", "eligible": True},
     ]
-    assert best_row(rows) == rows[2]
-    assert best_row([{"cell": 1, "output_tok_per_s": 9.0, "error": None}])  # a full sweep's row
+    assert best_cell(rows) == rows[2]
+    assert best_cell([{"cell": 1, "output_tok_per_s": 9.0, "error": None}])  # a full sweep's row
 
 
 def test_finalists_run_layout_by_layout_the_running_one_first() -> None:

@@ -20,16 +20,11 @@ import pytest
 from aiohttp import web
 
 from tests import fake_gpus
+from tui_lab.engine.events import InstanceTelemetry, MachineTelemetry
 from tui_lab.engine.telemetry import collector as telemetry
-from tui_lab.engine.telemetry.collector import (
-    APPLE_REASON,
-    GpuProbe,
-    InstanceTelemetry,
-    MachineTelemetry,
-    TelemetryCollector,
-    Watched,
-    gpu_memory_for,
-)
+from tui_lab.engine.telemetry import gpu_probe, server_poll
+from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
+from tui_lab.engine.telemetry.gpu_probe import APPLE_REASON, GpuProbe, gpu_memory_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A parent that starts a sleeping child and prints the child's PID.
@@ -45,7 +40,7 @@ PARENT = [
 
 @pytest.fixture(autouse=True)
 def not_apple(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", False)
+    monkeypatch.setattr(gpu_probe, "APPLE_SILICON", False)
 
 
 @pytest.fixture
@@ -110,7 +105,7 @@ def test_probe_without_nvml_gives_reasons_not_exceptions(
 
 
 def test_probe_on_apple_silicon_says_unified_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", True)
+    monkeypatch.setattr(gpu_probe, "APPLE_SILICON", True)
     probe = GpuProbe()
     assert probe.devices() == ((), APPLE_REASON)
     assert probe.process_memory() == ({}, APPLE_REASON)
@@ -233,7 +228,8 @@ async def fake_server() -> AsyncIterator[FakeMetricsServer]:
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The collector's clock, moved by hand so rates are exact."""
     now = [1000.0]
-    monkeypatch.setattr(telemetry, "monotonic", lambda: now[0])
+    for module in (telemetry, server_poll):
+        monkeypatch.setattr(module, "monotonic", lambda: now[0])
     return now
 
 
@@ -301,15 +297,15 @@ async def test_many_servers_are_polled_a_few_at_a_time(
     async def slots(*_: object) -> list[dict[str, object]]:
         return [{"id": 0, "is_processing": False}]
 
-    monkeypatch.setattr(telemetry, "scrape", scrape)
-    monkeypatch.setattr(telemetry, "_slots", slots)
+    monkeypatch.setattr(server_poll, "scrape", scrape)
+    monkeypatch.setattr(server_poll, "_slots", slots)
     collector = TelemetryCollector(lambda _: None)
-    for i in range(3 * telemetry.POLLS_AT_ONCE):
+    for i in range(3 * server_poll.POLLS_AT_ONCE):
         collector.watch(Watched("server", i, sleeper.pid, f"http://127.0.0.1:{9000 + i}"))
     samples = [s for s in await collector.sample_once() if isinstance(s, InstanceTelemetry)]
     collector.close()
-    assert peak == telemetry.POLLS_AT_ONCE
-    assert len(samples) == 3 * telemetry.POLLS_AT_ONCE and all(s.answering for s in samples)
+    assert peak == server_poll.POLLS_AT_ONCE
+    assert len(samples) == 3 * server_poll.POLLS_AT_ONCE and all(s.answering for s in samples)
 
 
 @pytest.mark.usefixtures("no_nvml")
@@ -361,7 +357,7 @@ async def test_server_not_answering_shows_no_stale_figures(
     sleeper: subprocess.Popen[bytes],
     failure: str,
 ) -> None:
-    monkeypatch.setattr(telemetry, "POLL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(server_poll, "POLL_TIMEOUT_S", 0.2)
     collector = TelemetryCollector(lambda _: None)
     collector.watch(Watched("server", 0, sleeper.pid, fake_server.url))
     fake_server.tokens = 100
@@ -434,7 +430,7 @@ async def test_process_off_the_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 async def test_apple_silicon_marks_unified_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "APPLE_SILICON", True)
+    monkeypatch.setattr(gpu_probe, "APPLE_SILICON", True)
     collector = TelemetryCollector(lambda _: None)
     collector.watch(Watched("server", 0, os.getpid(), None))
     sample, machine = await collector.sample_once()

@@ -1,8 +1,9 @@
 """What the engine tells its watchers: frozen facts, emitted in order.
 
 The CLI's progress bar and the TUI's adapter consume the same stream; neither reaches into
-engine objects to find out what happened. A detached sweep writes them to a file and its
-watchers read them back from there (engine/event_log.py).
+engine objects to find out what happened, nor works a figure out for itself: what a face shows
+is here, or a property of what is here. A detached sweep writes them to a file and its watchers
+read them back from there (engine/sweeps/event_log.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Literal
 
 from tui_lab.engine.load.client import RequestRecord
 from tui_lab.engine.load.stats import RunSummary
+from tui_lab.engine.telemetry.gpu_probe import GpuSample
 
 ProcessRole = Literal["server", "nginx"]
 ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped", "not answering"]
 ProcessOwner = Literal["run", "cluster"]
+# What a server's row says beyond its process's state, from its own report.
+Activity = Literal["busy", "not answering"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,61 @@ class ProcessState:
     log_path: Path | None = None
     detail: str = ""  # why it crashed or failed to become ready, with its last log lines
     owner: ProcessOwner = "run"  # a run's own servers, or the standing cluster's
+    url: str | None = None  # the base URL its clients use, from the host and port it serves on
+    # time.time() when it was started: the wall clock, so a detached run's or the cluster
+    # supervisor's figure means the same here and in their files; None when unknown
+    started: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceTelemetry:
+    """One sample of one process and its children."""
+
+    role: ProcessRole
+    index: int
+    pid: int
+    time: float  # time.monotonic() at the start of the round
+    alive: bool
+    cpu_percent: float | None  # 100 = one core; None on a process's first sample (no interval)
+    rss_bytes: int | None
+    threads: int | None
+    gpu_memory_bytes: int | None
+    gpu_reason: str | None  # why gpu_memory_bytes is None
+    slots_busy: int | None
+    slots_total: int | None
+    requests_processing: int | None
+    requests_deferred: int | None
+    tokens_predicted_total: int | None  # the server's counter: finished requests only
+    tokens_per_s: float | None  # live: also counts tokens of requests still generating
+    requests_served: int | None  # finished requests, from the server's log
+    answering: bool  # False: the process is gone or its server did not report this round
+    owner: ProcessOwner = "run"
+
+    @property
+    def activity(self) -> Activity | None:
+        """ "not answering" for a running server that did not report this round, "busy" while
+        one of its slots generates; None: its process's own state says it all."""
+        if self.role == "server" and self.alive and not self.answering:
+            return "not answering"
+        return "busy" if self.slots_busy else None
+
+
+@dataclass(frozen=True)
+class MachineTelemetry:
+    """One sample of the whole box, emitted after the round's instance samples."""
+
+    time: float
+    cpu_percent: float  # of all cores: 100 = every core busy
+    memory_used_bytes: int  # total - available: what no longer fits a new model
+    memory_total_bytes: int
+    swap_used_bytes: int
+    load_1m: float | None
+    gpus: tuple[GpuSample, ...]
+    gpu_reason: str | None
+    unified_memory: bool  # GPU memory is system memory (Apple Silicon)
+    # Every watched server's live rate together, a server that missed this round counted with
+    # its last rate for a short while; None in a round where no server had a rate.
+    tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +166,8 @@ Event = (
     | CellFinished
     | Notice
     | RunFinished
+    | InstanceTelemetry
+    | MachineTelemetry
 )
 EventSink = Callable[[Event], None]
 

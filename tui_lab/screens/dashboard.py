@@ -9,8 +9,14 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
-from tui_lab.engine.events import CellStarted, ProcessState, RunStarted
-from tui_lab.engine.telemetry.collector import GpuSample, InstanceTelemetry, MachineTelemetry
+from tui_lab.engine.events import (
+    CellStarted,
+    InstanceTelemetry,
+    MachineTelemetry,
+    ProcessState,
+    RunStarted,
+)
+from tui_lab.engine.telemetry.gpu_probe import GpuSample
 from tui_lab.messages import EngineEvents
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane
@@ -21,7 +27,11 @@ NARROW_BELOW = 100  # columns
 
 
 class DashboardScreen(Screen[None]):
-    """Renders what the engine emits; acts only through the app's actions."""
+    """Renders what the engine emits; acts only through the app's actions.
+
+    `k` and `l` (the app's bindings, `screen.restart_instance` and `screen.show_log`) act on the
+    table's selected row: the table posts the request, the app restarts, this screen shows logs.
+    """
 
     # Below 100 columns the log beside the plot would cut a server's lines at ~29 columns:
     # there the two take turns at the full width (`log_shown`), `l` switching between them.
@@ -64,6 +74,7 @@ class DashboardScreen(Screen[None]):
                 plot.apply_telemetry(event)
             elif isinstance(event, MachineTelemetry):
                 self._show_machine(event, table.gpu_reasons())
+                plot.apply_machine(event)
             else:
                 if isinstance(event, RunStarted):
                     table.forget("run")
@@ -76,19 +87,22 @@ class DashboardScreen(Screen[None]):
         label = self.query_one("#machine-line", Label)
         label.update(machine_line(m, reasons, label.content_size.width or self.size.width))
 
-    def follow_selected_log(self) -> bool:
-        """Follow the selected row's log; where the log takes turns with the plot, `l` on the
-        row whose log is shown brings the plot back."""
-        path = self.query_one(InstanceTable).log_of_selected()
-        if path is None:
-            return False
+    def action_restart_instance(self) -> None:
+        self.query_one(InstanceTable).request_restart()
+
+    def action_show_log(self) -> None:
+        self.query_one(InstanceTable).request_log()
+
+    @on(InstanceTable.LogRequested)
+    def _follow_log(self, message: InstanceTable.LogRequested) -> None:
+        """Follow the row's log; where the log takes turns with the plot, `l` on the row whose
+        log is shown brings the plot back."""
         pane = self.query_one(LogPane)
-        if self.has_class("-narrow") and self.log_shown and pane.path == path:
+        if self.has_class("-narrow") and self.log_shown and pane.path == message.log_path:
             self.log_shown = False
-            return True
-        pane.follow(path)
+            return
+        pane.follow(message.log_path)
         self.log_shown = True
-        return True
 
 
 def machine_line(m: MachineTelemetry, reasons: set[str], width: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -12,7 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from tui_lab.engine.results.files import ResultsFileError, read_rows
+from tui_lab.engine.results.best_cell import RANKED_BY, best_cell, layouts_at
+from tui_lab.engine.results.files import ResultsFileError, Row, read_rows
 from tui_lab.messages import ResumeSweep
 
 COLUMNS = (
@@ -27,21 +29,7 @@ COLUMNS = (
     "requests_failed",
     "error",
 )
-FIELD = "output_tok_per_s"
-
-
-def best_row(rows: list[dict[str, object]]) -> dict[str, object] | None:
-    """The fastest cell that had no error: a failed cell is never the answer, nor an adaptive
-    sweep's probe or a full cell of it over its latency bound."""
-    good = [
-        r
-        for r in rows
-        if not r.get("error")
-        and isinstance(r.get(FIELD), int | float)
-        and r.get("phase", "full") == "full"
-        and r.get("eligible", True)
-    ]
-    return max(good, key=lambda r: float(r[FIELD]), default=None)  # type: ignore[arg-type]
+FIELD = RANKED_BY
 
 
 def _cell_text(value: object) -> str:
@@ -56,11 +44,6 @@ class ResultsScreen(Screen[None]):
         ("o", "sort", "Sort by column"),
         ("R", "resume", "Resume"),
     ]
-    DEFAULT_CSS = """
-    ResultsScreen #results-summary { height: auto; padding: 0 1; }
-    ResultsScreen #results-files { height: 5; }
-    ResultsScreen #results-plot { height: 1fr; }
-    """
 
     def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
         super().__init__()
@@ -103,7 +86,7 @@ class ResultsScreen(Screen[None]):
         except ResultsFileError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             self.rows = []
-        best = best_row(self.rows)
+        best = best_cell(self.rows)
         csv = self.current.with_suffix(".csv")
         text = f"{self.current.name} ({len(self.rows)} cells; also {csv.name})"
         if best is not None:
@@ -117,11 +100,15 @@ class ResultsScreen(Screen[None]):
         self._plot()
         self._grid(best)
 
-    def _fill_table(self, best: dict[str, object] | None) -> None:
+    def _best_style(self) -> Style:
+        """The best cell in the theme's success colour."""
+        return Style(bold=True, color=self.app.theme_variables["success"])
+
+    def _fill_table(self, best: Row | None) -> None:
         table = self.query_one(DataTable)
         table.clear()
         for row in self.rows:
-            style = "bold green" if row is best else ""
+            style = self._best_style() if row is best else ""
             cells = [Text(_cell_text(row.get(c)), style=style) for c in COLUMNS]
             table.add_row(*cells, key=str(row.get("cell")))
 
@@ -141,8 +128,8 @@ class ResultsScreen(Screen[None]):
             plt.plot(xs, ys, label=f"{instances}×{parallel}", marker="braille")
         plot.refresh()
 
-    def _grid(self, best: dict[str, object] | None) -> None:
-        """tok/s of each (instances, parallel) at the best cell's concurrency, best in green."""
+    def _grid(self, best: Row | None) -> None:
+        """tok/s of each (instances, parallel) at the best cell's concurrency, best marked."""
         grid = self.query_one("#results-grid", DataTable)
         grid.clear(columns=True)
         caption = self.query_one("#grid-caption", Label)
@@ -150,11 +137,7 @@ class ResultsScreen(Screen[None]):
             caption.update("no successful cell yet")
             return
         conc = best["concurrency"]
-        values = {
-            (r["instances"], r["parallel"]): float(r[FIELD])  # type: ignore[arg-type]
-            for r in self.rows
-            if r.get("concurrency") == conc and not r.get("error") and r.get(FIELD) is not None
-        }
+        values = layouts_at(self.rows, conc)
         instances = sorted({k[0] for k in values}, key=str)
         parallels = sorted({k[1] for k in values}, key=str)
         caption.update(f"tok/s at concurrency {conc}: instances (rows) × parallel (columns)")
@@ -167,7 +150,7 @@ class ResultsScreen(Screen[None]):
                 v = values.get((n, p))
                 top = (n, p) == (best["instances"], best["parallel"])
                 cells.append(
-                    Text("-" if v is None else f"{v:.1f}", style="bold green" if top else "")
+                    Text("-" if v is None else f"{v:.1f}", style=self._best_style() if top else "")
                 )
             grid.add_row(str(n), *cells)
 

@@ -19,12 +19,12 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
+from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui_lab.engine.events import ProcessState
-from tui_lab.engine.telemetry.collector import InstanceTelemetry
+from tui_lab.engine.events import InstanceTelemetry, ProcessState
 from tui_lab.engine.units import human_bytes
 
 __all__ = ["COLUMNS", "InstanceTable", "RowInfo", "human_bytes", "row_key", "uptime"]
@@ -50,10 +50,12 @@ FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu")
 PADDING = 1  # blank cells each side of a value, as DataTable's cell_padding
 
 
-def uptime(since: float | None) -> str:
-    if since is None:
+def uptime(process: ProcessState) -> str:
+    """Time since the engine started the process; "-" once it no longer runs."""
+    since = process.started
+    if since is None or process.state in ("stopped", "crashed"):
         return "-"
-    seconds = int(time.monotonic() - since)
+    seconds = int(time.time() - since)
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -65,10 +67,9 @@ def row_key(owner: str, role: str, index: int) -> str:
 
 @dataclass
 class RowInfo:
-    """What the table remembers of a row to act on it: its process, log and start time."""
+    """What the table remembers of a row to act on it: its process and its log."""
 
     state: ProcessState
-    started: float | None = None
     gpu_reason: str | None = None
     sampled: bool = False  # telemetry updated its uptime since the clock's last tick
 
@@ -80,7 +81,25 @@ class RowInfo:
 class InstanceTable(ScrollView, can_focus=True):
     """Values are kept per row; a row's line is rendered once and reused until one of its
     values, its zebra stripe or the cursor on it changes. Columns only widen (a figure growing
-    from "-" to "335.0M"), as shrinking one would mean measuring every row each tick."""
+    from "-" to "335.0M"), as shrinking one would mean measuring every row each tick.
+
+    Acting on a row is asked for with a message (`RestartRequested`, `LogRequested`): the table
+    knows which row is selected, whoever listens knows what to do with it."""
+
+    class RestartRequested(Message):
+        """Restart the selected llama-server."""
+
+        def __init__(self, process: ProcessState) -> None:
+            super().__init__()
+            self.process = process
+
+    class LogRequested(Message):
+        """Show the selected process's log."""
+
+        def __init__(self, process: ProcessState, log_path: Path) -> None:
+            super().__init__()
+            self.process = process
+            self.log_path = log_path
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False),
@@ -141,7 +160,6 @@ class InstanceTable(ScrollView, can_focus=True):
         self._order: list[str] = []  # row keys, top to bottom
         self._cells: dict[str, list[str]] = {}
         self._status: dict[str, str] = {}  # the state shown, which picks its colour
-        self._by_pid: dict[tuple[str, int | None], str] = {}  # (role, PID) -> row key
         self._widths = [cell_len(label) for _, label in COLUMNS]
         self._lines: dict[str, tuple[Strip, Style]] = {}  # row key -> its line, its row style
         self._header: tuple[Strip, Style] | None = None
@@ -166,6 +184,20 @@ class InstanceTable(ScrollView, can_focus=True):
         self._resize_virtual()
         self.set_interval(1.0, self._tick_uptime)
 
+    def request_restart(self) -> None:
+        info = self.selected()
+        if info is None or info.state.role != "server":
+            self.notify("select a llama-server row first", severity="warning")
+            return
+        self.post_message(self.RestartRequested(info.state))
+
+    def request_log(self) -> None:
+        info = self.selected()
+        if info is None or info.state.log_path is None:
+            self.notify("select a process row first", severity="warning")
+            return
+        self.post_message(self.LogRequested(info.state, info.state.log_path))
+
     def apply_state(self, event: ProcessState) -> None:
         key = row_key(event.owner, event.role, event.index)
         info = self.rows_info.get(key)
@@ -181,39 +213,32 @@ class InstanceTable(ScrollView, can_focus=True):
             self._status[key] = ""
             self._set(key, "proc", name)
             self._resize_virtual()
-        self._by_pid.pop((info.state.role, info.state.pid), None)
-        if event.pid is not None:
-            self._by_pid[(event.role, event.pid)] = key
-        if event.state == "starting" or (info.started is None and event.state == "ready"):
-            info.started = time.monotonic()
         info.state = event
-        label = event.state
+        label: str = event.state
         if event.state == "crashed" and event.exit_code is not None:
             label = f"crashed ({event.exit_code})"
         changed = self._set(key, "port", str(event.port)) or new
         changed |= self._set(key, "pid", str(event.pid or "-"))
         changed |= self._set_state(key, label, event.state)
-        changed |= self._set(key, "up", uptime(info.started))
+        changed |= self._set(key, "up", uptime(event))
         if event.state in ("stopped", "crashed"):
-            info.started = None
-            for column in (*FIGURES, "up"):
+            for column in FIGURES:
                 changed |= self._set(key, column, "-")
         if changed:
             self._row_changed(key)
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
-        """A sample belongs to the row whose process has its PID; stale samples are dropped.
-        Matched by (role, PID) through a dict: a round of N samples costs N look-ups, not N x N
-        comparisons, and a standing cluster's rows match although the collector numbers them
-        apart from a run's."""
-        key = self._by_pid.get((sample.role, sample.pid))
-        if key is None or self.rows_info[key].state.state in ("stopped", "crashed"):
+        """A sample belongs to the row of its owner, role and index while that row's process
+        has its PID; a stale process's sample is dropped."""
+        key = row_key(sample.owner, sample.role, sample.index)
+        info = self.rows_info.get(key)
+        if (
+            info is None
+            or info.state.pid != sample.pid
+            or info.state.state in ("stopped", "crashed")
+        ):
             return
-        info = self.rows_info[key]
-        if sample.role == "server" and sample.alive and not sample.answering:
-            status = "not answering"
-        else:
-            status = "busy" if sample.slots_busy else info.state.state
+        status = sample.activity or info.state.state
         slots = "-"
         if sample.slots_total is not None:
             slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
@@ -225,7 +250,7 @@ class InstanceTable(ScrollView, can_focus=True):
         changed |= self._set(key, "cpu", "-" if cpu is None else f"{cpu:.0f}")
         changed |= self._set(key, "rss", human_bytes(sample.rss_bytes))
         changed |= self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
-        changed |= self._set(key, "up", uptime(info.started))
+        changed |= self._set(key, "up", uptime(info.state))
         if changed:
             self._row_changed(key)
         info.gpu_reason = sample.gpu_reason
@@ -242,9 +267,7 @@ class InstanceTable(ScrollView, can_focus=True):
         if not gone:
             return
         for key in gone:
-            info = self.rows_info.pop(key)
-            self._by_pid.pop((info.state.role, info.state.pid), None)
-            del self._cells[key], self._status[key]
+            del self.rows_info[key], self._cells[key], self._status[key]
         self._order = [k for k in self._order if k not in gone]
         self._lines.clear()  # rows moved up: their zebra stripes changed
         self.cursor_row = min(self.cursor_row, max(0, len(self._order) - 1))
@@ -253,10 +276,6 @@ class InstanceTable(ScrollView, can_focus=True):
 
     def gpu_reasons(self) -> set[str]:
         return {i.gpu_reason for i in self.rows_info.values() if i.gpu_reason}
-
-    def log_of_selected(self) -> Path | None:
-        info = self.selected()
-        return info.state.log_path if info else None
 
     # ---- keeping values ----------------------------------------------------------------
 
@@ -292,7 +311,7 @@ class InstanceTable(ScrollView, can_focus=True):
         """Uptime of rows telemetry does not reach (yet): the others change with their sample,
         so a row is rendered once a second, not twice."""
         for key, info in self.rows_info.items():
-            if not info.sampled and self._set(key, "up", uptime(info.started)):
+            if not info.sampled and self._set(key, "up", uptime(info.state)):
                 self._row_changed(key)
             info.sampled = False
 

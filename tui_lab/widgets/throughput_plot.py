@@ -10,26 +10,25 @@ from collections import deque
 from rich.text import Text
 from textual import work
 from textual.app import RenderResult
+from textual.color import Color
 from textual_plotext import PlotextPlot
 
-from tui_lab.engine.events import CellStarted
-from tui_lab.engine.telemetry.collector import InstanceTelemetry
+from tui_lab.engine.events import CellStarted, InstanceTelemetry, MachineTelemetry, ProcessOwner
 
 HISTORY = 600  # samples kept per series: ten minutes at one a second; memory stays flat
 REDRAW_S = 0.5
 
 
 class ThroughputPlot(PlotextPlot):
-    """Bounded series fed by telemetry; redrawn at most twice a second, not per sample."""
+    """Bounded series fed by telemetry; redrawn at most twice a second, not per sample. The
+    whole lab's line is the engine's total (MachineTelemetry.tokens_per_s), one point a round."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.t0 = time.monotonic()
-        self.per_instance: dict[int, deque[tuple[float, float]]] = {}
+        self.per_instance: dict[tuple[ProcessOwner, int], deque[tuple[float, float]]] = {}
         self.total: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self.cells: deque[tuple[float, int]] = deque(maxlen=64)
-        self._latest: dict[int, tuple[float, float]] = {}
-        self._round: float | None = None  # time of the round whose total is not yet added
         self._dirty = True
         self._figure = Text()  # the last figure built
         self._building = threading.Lock()
@@ -43,31 +42,19 @@ class ThroughputPlot(PlotextPlot):
         self.per_instance.clear()
         self.total.clear()
         self.cells.clear()
-        self._latest.clear()
-        self._round = None
         self._dirty = True
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
         if sample.role != "server" or sample.tokens_per_s is None:
             return
-        t = sample.time - self.t0
-        series = self.per_instance.setdefault(sample.index, deque(maxlen=HISTORY))
-        series.append((t, sample.tokens_per_s))
-        self._latest[sample.index] = (t, sample.tokens_per_s)
-        if self._round is not None and self._round != t:
-            self._add_total()
-        self._round = t
+        series = self.per_instance.setdefault((sample.owner, sample.index), deque(maxlen=HISTORY))
+        series.append((sample.time - self.t0, sample.tokens_per_s))
         self._dirty = True
 
-    def _add_total(self) -> None:
-        """The whole run's rate at a round's time: the sum of each instance's latest rate. Once
-        a round (its samples share their time), not once a sample: with N instances that was
-        N x N additions a round, and N points a second, so the history held 600 / N seconds."""
-        t = self._round
-        if t is None:
-            return
-        self.total.append((t, sum(v for ts, v in self._latest.values() if t - ts < 2.5)))
-        self._round = None
+    def apply_machine(self, sample: MachineTelemetry) -> None:
+        if sample.tokens_per_s is not None:
+            self.total.append((sample.time - self.t0, sample.tokens_per_s))
+            self._dirty = True
 
     def apply_cell(self, event: CellStarted) -> None:
         self.cells.append((time.monotonic() - self.t0, event.index))
@@ -87,13 +74,18 @@ class ThroughputPlot(PlotextPlot):
         if not self._dirty:
             return
         self._dirty = False
-        self._add_total()  # a frame's events hold whole rounds: this one is complete
         lines = [("all", self._points(self.total))] if self.total else []
         if len(self.per_instance) > 1:
-            for index, series in sorted(self.per_instance.items())[:8]:
-                lines.append((f"#{index}", self._points(series)))
+            for (owner, index), series in sorted(self.per_instance.items())[:8]:
+                label = f"#{index}" if owner == "run" else f"cluster #{index}"
+                lines.append((label, self._points(series)))
         theme = self._get_plotext_theme_name(self.app.theme)
-        self._draw(lines, list(self.cells), self.size.width, self.size.height, theme)
+        self._draw(lines, list(self.cells), self.size.width, self.size.height, theme, self._muted())
+
+    def _muted(self) -> tuple[int, int, int]:
+        """The theme's muted text colour, for the cell marks: plotext takes RGB, not $names."""
+        theme = self.app.theme_variables
+        return (Color.parse(theme["background"]) + Color.parse(theme["foreground-muted"])).rgb
 
     @work(exclusive=True, group="plot")
     async def _draw(
@@ -103,11 +95,14 @@ class ThroughputPlot(PlotextPlot):
         width: int,
         height: int,
         theme: str,
+        muted: tuple[int, int, int],
     ) -> None:
         """plotext's build is pure Python, 8-13 ms a figure on the test box, once a second: on
         the loop that was one stall of the loop the load shares; in a thread the interpreter
         hands the loop its turn every few ms (sys.getswitchinterval)."""
-        self._figure = await asyncio.to_thread(self._build, lines, cells, width, height, theme)
+        self._figure = await asyncio.to_thread(
+            self._build, lines, cells, width, height, theme, muted
+        )
         self.refresh()
 
     def _build(
@@ -117,6 +112,7 @@ class ThroughputPlot(PlotextPlot):
         width: int,
         height: int,
         theme: str,
+        muted: tuple[int, int, int],
     ) -> Text:
         """Runs in a thread, the only one that touches the plotext figure after mount; the
         lock keeps a superseded draw still running from interleaving with the next one."""
@@ -129,8 +125,8 @@ class ThroughputPlot(PlotextPlot):
             for label, (xs, ys) in lines:
                 plt.plot(xs, ys, label=label, marker="braille")
             for t, index in cells:
-                plt.vline(t, "gray")
-                plt.text(f"c{index}", t, 0, color="gray")
+                plt.vline(t, muted)
+                plt.text(f"c{index}", t, 0, color=muted)
             plt.plotsize(width, height)
             plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone is not enough
             plt.theme(theme)

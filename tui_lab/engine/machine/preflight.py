@@ -73,7 +73,7 @@ from tui_lab.engine.plan.config import (
 )
 from tui_lab.engine.processes import gpu_placement
 from tui_lab.engine.processes.gpu_placement import InstanceGpus
-from tui_lab.engine.telemetry.collector import APPLE_SILICON, GpuSample, shared_gpu_probe
+from tui_lab.engine.telemetry.gpu_probe import APPLE_SILICON, GpuSample, shared_gpu_probe
 from tui_lab.engine.units import human_bytes
 
 MiB = 1024 * 1024

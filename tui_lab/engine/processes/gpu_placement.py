@@ -9,7 +9,7 @@ starts, so an impossible ask is one line naming the setting, never a CUDA error 
 from __future__ import annotations
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.telemetry.collector import NO_GPU_REASON, GpuSample, shared_gpu_probe
+from tui_lab.engine.telemetry.gpu_probe import NO_GPU_REASON, GpuSample, shared_gpu_probe
 
 InstanceGpus = tuple[tuple[int, ...], ...]  # per instance, the NVML indices of the GPUs it sees
 

@@ -56,6 +56,7 @@ class ServerInstance:
         self.url = http_url(host, port)
         self.emit = emit
         self.state: ProcessStatus = "stopped"
+        self.started: float | None = None  # time.time() at its start, for its uptime
         self.process = ManagedProcess(
             f"llama-server #{index}",
             argv,
@@ -81,6 +82,8 @@ class ServerInstance:
                 exit_code=self.process.returncode,
                 log_path=self.process.log_path,
                 detail=detail,
+                url=self.url,
+                started=self.started,
             )
         )
 
@@ -93,6 +96,7 @@ class ServerInstance:
 
     async def start(self) -> None:
         await self.process.start()
+        self.started = time.time()
         self._set("starting")
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> None:

@@ -62,6 +62,7 @@ class NginxProxy:
         self.emit = emit
         self.url = http_url(spec.listen_host, spec.listen_port)
         self.state: ProcessStatus = "stopped"
+        self.started: float | None = None  # time.time() at its start, for its uptime
         self.process = ManagedProcess(
             "nginx",
             [*nginx_base_args(nginx_bin, spec.run_dir), "-g", "daemon off;"],
@@ -81,6 +82,8 @@ class NginxProxy:
                 exit_code=self.process.returncode,
                 log_path=self.spec.run_dir / "nginx-error.log",
                 detail=detail,
+                url=self.url,
+                started=self.started,
             )
         )
 
@@ -102,6 +105,7 @@ class NginxProxy:
         write_config(self.spec)
         await check_config(self.nginx_bin, self.spec.run_dir)
         await self.process.start()
+        self.started = time.time()
         self._set("starting")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

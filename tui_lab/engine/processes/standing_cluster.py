@@ -23,7 +23,7 @@ import aiohttp
 import psutil
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.events import Event, ProcessState, ProcessStatus
+from tui_lab.engine.events import Event, InstanceTelemetry, ProcessState, ProcessStatus
 from tui_lab.engine.plan.config import Balance, LabConfig, Layout
 from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_ports
 from tui_lab.engine.processes.instance import control_session, http_url
@@ -31,12 +31,7 @@ from tui_lab.engine.processes.pids import alive_as_started
 from tui_lab.engine.processes.ports import ensure_free
 from tui_lab.engine.processes.process import spawn_detached, terminate_and_wait
 from tui_lab.engine.processes.run_folder import cluster_dir, write_state_file
-from tui_lab.engine.telemetry.collector import (
-    NOT_RUNNING_REASON,
-    InstanceTelemetry,
-    TelemetryCollector,
-    Watched,
-)
+from tui_lab.engine.telemetry.collector import NOT_RUNNING_REASON, TelemetryCollector, Watched
 
 STATE_FILE = "state.json"
 STOP_TIMEOUT_S = 30.0
@@ -84,6 +79,7 @@ def _entry(event: ProcessState) -> dict[str, Any]:
         "exit_code": event.exit_code,
         "log": str(event.log_path) if event.log_path else None,
         "detail": event.detail,
+        "started": event.started,
     }
 
 
@@ -293,6 +289,8 @@ def process_states(state: dict[str, Any]) -> list[ProcessState]:
                     log_path=Path(log) if log else None,
                     detail=entry.get("detail", ""),
                     owner="cluster",
+                    url=http_url(state["host"], entry["port"]),
+                    started=entry.get("started"),
                 )
             )
     return out

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tui_lab.engine.telemetry.collector import NO_GPU_REASON, EnergyReading, shared_gpu_probe
+from tui_lab.engine.telemetry.gpu_probe import NO_GPU_REASON, EnergyReading, shared_gpu_probe
 
 
 @dataclass(frozen=True)
