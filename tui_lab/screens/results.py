@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from tui_lab.engine.results.files import ResultsFileError, read_rows
+from tui_lab.engine.results.reader import ResultsFileError, read_rows
 from tui_lab.messages import ResumeSweep
 
 COLUMNS = (
