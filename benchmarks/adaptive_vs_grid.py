@@ -24,7 +24,7 @@ from tui_lab.cli.progress import ProgressPrinter
 from tui_lab.engine.plan.config import Cell
 from tui_lab.engine.plan.search import describe
 from tui_lab.engine.processes.run_folder import new_run_dir
-from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.run_settings import RunSettings, build_plan, lab_config, load_settings
 from tui_lab.engine.sweeps.adaptive import AdaptiveRunner, runner_class
 from tui_lab.engine.sweeps.runner import Outcome, PlanRunner

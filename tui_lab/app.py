@@ -12,42 +12,31 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_lab.assets_dir import ASSETS
 from tui_lab.bridge import EventBridge, notification
 from tui_lab.commands import PresetCommands, ResultsCommands
+from tui_lab.engine import lab
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.events import Event, ProcessState, RunFinished
-from tui_lab.engine.machine.facts import machine_facts
-from tui_lab.engine.machine.preflight import require_fit
-from tui_lab.engine.plan.config import LabConfig, exposure_warning
-from tui_lab.engine.plan.runs import Plan
-from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.events import Event, RunFinished
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
-from tui_lab.engine.processes.run_folder import new_run_dir
-from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.processes.standing_cluster import ClusterState
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.presets import load_last_or_default, save_last
-from tui_lab.engine.settings.run_settings import (
-    RunSettings,
-    build_plan,
-    cluster_args,
-    cluster_layout,
-    estimate,
-    lab_config,
-    load_settings,
-)
-from tui_lab.engine.sweeps import detached, resume
-from tui_lab.engine.sweeps.adaptive import runner_class
-from tui_lab.engine.sweeps.runner import PlanRunner, check_plan_ports
+from tui_lab.engine.settings.run_settings import RunSettings, build_plan, estimate
+from tui_lab.engine.sweeps.detached import DetachedRun
+from tui_lab.engine.sweeps.runner import PlanRunner
 from tui_lab.engine.telemetry.collector import TelemetryCollector
 from tui_lab.messages import PresetChosen, ResultsFileChosen, ResumeSweep
 from tui_lab.screens.choice_modal import leftovers_modal, quit_modal
@@ -79,6 +68,11 @@ class LabApp(App[None]):
         Binding("ctrl+c", "quit_lab", "Quit", show=False, priority=True),
     ]
 
+    # What the status line shows; each change redraws it (`_update_status`).
+    cluster: reactive[ClusterState | None] = reactive(None, init=False)  # whoever started it
+    runner: reactive[PlanRunner | None] = reactive(None, init=False)  # the run going here
+    attached: reactive[DetachedRun | None] = reactive(None, init=False)  # the one followed
+
     def __init__(
         self, settings: RunSettings | None = None, *, telemetry_interval_s: float = 1.0
     ) -> None:
@@ -96,15 +90,12 @@ class LabApp(App[None]):
             api_key=lambda owner: (
                 (self.settings.api_key or None)
                 if owner == "run"
-                else (self.cluster or {}).get("api_key")
+                else (self.cluster.api_key if self.cluster else None)
             ),
         )
-        self.runner: PlanRunner | None = None
         self.writer: ResultsWriter | None = None
-        self.cluster: dict[str, Any] | None = None
         self.cluster_busy = False
         self._run_worker: Worker[None] | None = None
-        self.attached: dict[str, Any] | None = None  # the detached run the dashboard follows
 
     # ---- engine events -------------------------------------------------------------------
 
@@ -130,11 +121,9 @@ class LabApp(App[None]):
         self._catch_hangup()
         self.set_interval(FRAME_S, self._flush_events)
         self.run_worker(self.collector.run(), group="telemetry", exit_on_error=False)
-        self.run_worker(self._watch_cluster(), group="cluster-watch", exit_on_error=False)
+        self._poll_cluster()
         self.run_worker(self._offer_to_stop_leftovers(), exit_on_error=False)
-        if (running := detached.running()) is not None:
-            self.notify(f"attached to the detached {running['run']} (pid {running['pid']})")
-            self._attach_detached(running)
+        self._rejoin_detached()
         if self.startup_problem:
             self.notify(self.startup_problem, severity="error", timeout=15)
         self._update_status()
@@ -152,8 +141,7 @@ class LabApp(App[None]):
         for other in HANGUP_SIGNALS:
             loop.remove_signal_handler(other)
         self.log.warning(f"{sig.name}: stopping the run's servers and exiting")
-        gone = sig == signal.SIGHUP
-        self.run_worker(self._stop_and_exit(stop_cluster=False, hangup=gone), exit_on_error=False)
+        self._stop_and_exit(stop_cluster=False, hangup=sig == signal.SIGHUP)
 
     def on_unmount(self) -> None:
         loop = asyncio.get_running_loop()
@@ -181,15 +169,21 @@ class LabApp(App[None]):
         if self.runner is not None:
             run = f"running: {self.runner.plan.run}"
         if self.attached is not None:
-            run = f"detached: {self.attached['run']} (pid {self.attached['pid']}; x stops it)"
+            run = f"detached: {self.attached.run} (pid {self.attached.pid}; x stops it)"
         cluster = "cluster: off (r starts one)"
         if self.cluster is not None:
-            ready = sum(1 for i in self.cluster["instances"] if i.get("state") == "ready")
-            cluster = (
-                f"cluster: {self.cluster['endpoint']}/v1 "
-                f"({ready}/{len(self.cluster['instances'])} ready)"
-            )
+            shown = self.cluster
+            cluster = f"cluster: {shown.endpoint}/v1 ({shown.ready}/{len(shown.instances)} ready)"
         self.dashboard.status = f"{cluster}  |  {run}"
+
+    def watch_cluster(self) -> None:
+        self._update_status()
+
+    def watch_runner(self) -> None:
+        self._update_status()
+
+    def watch_attached(self) -> None:
+        self._update_status()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -222,30 +216,13 @@ class LabApp(App[None]):
         self._update_status()
 
     def action_start_run(self) -> None:
-        if self._busy():
-            return
-        try:
-            plan = build_plan(self.settings)
-        except LabError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
-            return
-        self._start(self._run(plan, self.settings))
+        if not self._busy():
+            self._run_worker = self._run(self.settings)
 
     def on_resume_sweep(self, message: ResumeSweep) -> None:
         """The results screen's R: the sweep's cells with no row yet, run the way `s` runs."""
-        if self._busy():
-            return
-        try:
-            resumed = resume.load(message.results_file, api_key=self.settings.api_key)
-        except LabError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
-            return
-        name, total = message.results_file.name, len(resumed.plan.cells)
-        if not resumed.todo:
-            self.notify(f"nothing to resume: all {total} cells of {name} have a row")
-            return
-        self.notify(f"resuming {name}: {len(resumed.todo)} of {total} cells left")
-        self._start(self._run(resumed.plan, resumed.settings, resumed))
+        if not self._busy():
+            self._run_worker = self._run(self.settings, message.results_file)
 
     def _busy(self) -> bool:
         if self.run_active:
@@ -254,77 +231,71 @@ class LabApp(App[None]):
             self.notify("a detached run is going: x stops it", severity="warning")
         return self.run_active or self.attached is not None
 
-    def _start(self, run: Coroutine[Any, Any, None]) -> None:
-        self._run_worker = self.run_worker(run, group="run", exclusive=True, exit_on_error=False)
-
-    async def _run(
-        self, plan: Plan, settings: RunSettings, resumed: resume.Resumption | None = None
-    ) -> None:
+    @work(group="run", exclusive=True)
+    async def _run(self, settings: RunSettings, resume_file: Path | None = None) -> None:
+        """A new run of `settings`, or the rest of the sweep of `resume_file` with the settings
+        it recorded; here, or detached when the form says so."""
         try:
-            need_nginx = any(c.layout.proxied for c in plan.cells)
-            lab = await asyncio.to_thread(lab_config, settings, need_nginx=need_nginx)
-            check_plan_ports(plan, lab)
-            if resumed is None:
-                facts = await asyncio.to_thread(machine_facts, lab.server_bin, lab.model)
-                config = resume.recorded_config(settings, plan, lab)
-                writer = ResultsWriter(lab.results_dir, plan.run, config, facts)
+            if resume_file is None:
+                prepared = await lab.prepare(settings)
             else:
-                writer = ResultsWriter.append_to(resumed.meta_path)
+                prepared = await lab.prepare_resume(resume_file, api_key=settings.api_key)
+        except lab.NothingToResume as nothing:
+            name = resume_file.name if resume_file else ""
+            self.notify(f"nothing to resume: all {nothing.cells} cells of {name} have a row")
+            return
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        if resumed is None:
+        if resume_file is None:
             save_last(settings)
-        self._warn_if_exposed(lab)
-        self.writer = writer
-        if self.settings.detach:
-            writer.close()
-            await self._run_detached(writer.meta_path)
+        else:
+            left = f"{prepared.todo} of {prepared.cells} cells left"
+            self.notify(f"resuming {resume_file.name}: {left}")
+        self._warn_if_exposed(prepared.warning)
+        self.writer = prepared.writer
+        if settings.detach:
+            await self._run_detached(prepared)
             return
-        skip = resumed.done if resumed else ()
-        self.runner = runner_class(plan)(
-            plan, lab, load_settings(settings), self.emit, new_run_dir(plan.run), writer, skip
-        )
-        self._update_status()
+        self.runner = lab.runner_for(prepared, self.emit)
         try:
-            await self.runner.run()
+            await lab.run(self.runner)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=10)
         finally:
-            writer.close()
             self.runner = None
-            self._update_status()
 
-    async def _run_detached(self, meta_path: Path) -> None:
+    async def _run_detached(self, prepared: lab.PreparedRun) -> None:
         try:
-            state = await asyncio.to_thread(
-                detached.launch, meta_path, api_key=self.settings.api_key
-            )
+            state = await lab.detach(prepared)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=15)
             return
-        self.notify(f"{state['run']} runs detached: q leaves it running, x stops it", timeout=15)
+        self.notify(f"{state.run} runs detached: q leaves it running, x stops it", timeout=15)
         self._attach_detached(state)
 
-    def _attach_detached(self, state: dict[str, Any]) -> None:
+    @work(group="attach")
+    async def _rejoin_detached(self) -> None:
+        """A detached run that still runs is followed as soon as the app starts."""
+        running = await lab.running_detached()
+        if running is not None:
+            self.notify(f"attached to the detached {running.run} (pid {running.pid})")
+            self._attach_detached(running)
+
+    def _attach_detached(self, state: DetachedRun) -> None:
         """Follow a detached run's events as if it ran here; it goes on when the app ends."""
         self.attached = state
-        self._update_status()
-        self.run_worker(self._follow(state), group="attach", exclusive=True, exit_on_error=False)
+        self._follow(state)
 
-    async def _follow(self, state: dict[str, Any]) -> None:
-        follower = detached.Follower(state)
+    @work(group="follow", exclusive=True)
+    async def _follow(self, state: DetachedRun) -> None:
         try:
-            while not follower.done:
-                for event in await asyncio.to_thread(follower.poll):
-                    self.emit(event)
-                await asyncio.sleep(detached.POLL_S)
+            await lab.follow(state, self.emit)
         finally:
-            self.attached = None
-            self._update_status()
+            if self.attached == state:
+                self.attached = None
 
-    def _warn_if_exposed(self, lab: LabConfig) -> None:
-        warning = exposure_warning(lab.host, lab.api_key)
+    def _warn_if_exposed(self, warning: str | None) -> None:
         if warning:
             self.notify(warning, severity="warning", timeout=20)
 
@@ -343,13 +314,17 @@ class LabApp(App[None]):
     def action_cancel_run(self) -> None:
         if self.attached is not None:
             self.notify("stopping the detached run: its servers stop, finished cells are kept")
-            self.run_worker(asyncio.to_thread(detached.stop, self.attached), exit_on_error=False)
+            self._stop_detached(self.attached)
             return
         if not self.run_active:
             self.notify("no run to cancel", severity="warning")
             return
         self.notify("cancelling: stopping servers; finished cells are kept")
         self.workers.cancel_group(self, "run")
+
+    @work(group="detach-stop")
+    async def _stop_detached(self, state: DetachedRun) -> None:
+        await lab.stop_detached(state)
 
     def on_instance_table_restart_requested(self, message: InstanceTable.RestartRequested) -> None:
         cluster = self.runner.cluster if self.runner else None
@@ -386,28 +361,28 @@ class LabApp(App[None]):
 
     # ---- the standing cluster ----------------------------------------------------------------
 
-    async def _watch_cluster(self) -> None:
+    @work(group="cluster-watch", exclusive=True)
+    async def _poll_cluster(self) -> None:
         """Show a standing cluster, whoever started it, and notice when it goes away."""
         announced = False
         while True:
             try:
-                state = await standing_cluster.live_status()
+                state = await lab.cluster_status()
             except LabError as exc:
                 self.notify(str(exc), severity="error")
                 state = None
             if state is None and self.cluster is not None:
-                for event in standing_cluster.process_states(self.cluster):
-                    self.emit(_as_stopped(event))
+                for event in self.cluster.process_states(stopped=True):
+                    self.emit(event)
             self.cluster = state
             if state is not None:
-                for event in standing_cluster.process_states(state):
+                for event in state.process_states():
                     self.emit(event)
                 if not announced:
-                    self.notify(f"round-robin cluster serving at {state['endpoint']}/v1")
+                    self.notify(f"round-robin cluster serving at {state.endpoint}/v1")
                 announced = True
             else:
                 announced = False
-            self._update_status()
             await asyncio.sleep(CLUSTER_POLL_S)
 
     def action_toggle_cluster(self) -> None:
@@ -415,7 +390,7 @@ class LabApp(App[None]):
             self.notify("the cluster is starting or stopping", severity="warning")
         elif self.cluster is not None:
             self.cluster_busy = True
-            self.run_worker(self._stop_cluster(), group="cluster", exit_on_error=False)
+            self._stop_cluster()
         else:
             self.push_screen(ClusterModal(self.settings), callback=self._cluster_chosen)
 
@@ -432,30 +407,24 @@ class LabApp(App[None]):
         save_last(self.settings)
         self.cluster_busy = True
         self.notify("starting the cluster…")
-        self.run_worker(self._start_cluster(settings), group="cluster", exit_on_error=False)
+        self._start_cluster(settings)
 
+    @work(group="cluster")
     async def _start_cluster(self, settings: RunSettings) -> None:
         try:
-            layout = cluster_layout(settings)
-            lab = await asyncio.to_thread(lab_config, settings, need_nginx=True)
-            self._warn_if_exposed(lab)
-            await asyncio.to_thread(require_fit, lab.model, layout)
-            state = await asyncio.to_thread(
-                standing_cluster.start_detached,
-                lab,
-                layout.instances,
-                cluster_args(settings),
-                lab.ready_timeout_s + 60,
-            )
-            self.notify(f"cluster ready: point Open WebUI at {state['endpoint']}/v1", timeout=30)
+            prepared = await lab.prepare_cluster(settings)
+            self._warn_if_exposed(prepared.warning)
+            state = await lab.start_cluster(prepared)
+            self.notify(f"cluster ready: point Open WebUI at {state.endpoint}/v1", timeout=30)
         except LabError as exc:
             self.notify(str(exc), severity="error", timeout=15)
         finally:
             self.cluster_busy = False
 
+    @work(group="cluster")
     async def _stop_cluster(self) -> None:
         try:
-            await asyncio.to_thread(standing_cluster.stop_running)
+            await lab.stop_cluster()
             self.notify("cluster stopped")
         finally:
             self.cluster_busy = False
@@ -464,14 +433,15 @@ class LabApp(App[None]):
 
     def action_quit_lab(self) -> None:
         if self.cluster is not None:
-            self.push_screen(quit_modal(self.cluster["endpoint"]), callback=self._quit_choice)
+            self.push_screen(quit_modal(self.cluster.endpoint), callback=self._quit_choice)
         else:
-            self.run_worker(self._stop_and_exit(stop_cluster=False), exit_on_error=False)
+            self._stop_and_exit(stop_cluster=False)
 
     def _quit_choice(self, choice: str | None) -> None:
         if choice in ("leave", "stop"):
-            self.run_worker(self._stop_and_exit(stop_cluster=choice == "stop"), exit_on_error=False)
+            self._stop_and_exit(stop_cluster=choice == "stop")
 
+    @work(group="quit", exclusive=True)
     async def _stop_and_exit(self, *, stop_cluster: bool, hangup: bool = False) -> None:
         """Stop what this app started (the run's servers), and the cluster if asked, then exit.
 
@@ -487,17 +457,11 @@ class LabApp(App[None]):
                 with contextlib.suppress(Exception):
                     await worker.wait()
             if stop_cluster:
-                await asyncio.to_thread(standing_cluster.stop_running)
+                await lab.stop_cluster()
             if hangup:
                 signal.signal(signal.SIGHUP, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGHUP)
         self.exit()
-
-
-def _as_stopped(event: ProcessState) -> ProcessState:
-    return ProcessState(
-        event.role, event.index, event.port, event.pid, "stopped", owner=event.owner
-    )
 
 
 def main() -> int:

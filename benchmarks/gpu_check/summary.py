@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.report import print_table, ratio
-from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.results.reader import read_rows
 
 
 @dataclass(frozen=True)

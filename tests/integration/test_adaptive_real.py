@@ -13,7 +13,7 @@ from tui_lab.engine.events import CellFinished, Event, PlanRevised
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, adaptive_sweep, full_sweep
 from tui_lab.engine.plan.search import SearchSettings
-from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.sweeps.adaptive import AdaptiveRunner
 from tui_lab.engine.sweeps.progress import ProgressTracker
 

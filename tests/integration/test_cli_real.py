@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tui_lab.engine.plan.config import LabConfig
-from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.results.reader import read_rows
 
 pytestmark = pytest.mark.integration
 

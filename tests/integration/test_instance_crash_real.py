@@ -11,7 +11,8 @@ import pytest
 from tui_lab.engine.events import Event, ProcessState, RequestDone
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, full_sweep
-from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.runner import PlanRunner
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.test_cli_real import llamalab, ports
 from tui_lab.engine.plan.config import LabConfig
-from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.sweeps import detached
 
 pytestmark = pytest.mark.integration
@@ -143,15 +143,15 @@ def test_a_detached_sweep_returns_at_once_and_attach_follows_it_to_the_end(
     assert took < 15, f"--detach took {took:.1f} s"
     assert "runs detached" in started.stdout
     state = detached.running()
-    assert state is not None and psutil.pid_exists(state["pid"])
-    assert psutil.Process(state["pid"]).terminal() is None  # no terminal to lose
+    assert state is not None and psutil.pid_exists(state.pid)
+    assert psutil.Process(state.pid).terminal() is None  # no terminal to lose
     attached = llamalab("sweep", "attach")
     assert attached.returncode == 0, attached.stderr
     assert f"cell {CELLS}/{CELLS} done" in attached.stderr
-    rows = read_rows(Path(state["jsonl"]))
+    rows = read_rows(state.jsonl)
     assert sorted(r["cell"] for r in rows) == list(range(1, CELLS + 1))
     assert_measured(rows)
-    psutil.wait_procs([psutil.Process(state["pid"])], timeout=10)
+    psutil.wait_procs([psutil.Process(state.pid)], timeout=10)
     assert not detached.alive(state)
     # Attaching after the end replays it: how a dropped session learns what happened.
     replay = llamalab("sweep", "attach")
@@ -166,22 +166,22 @@ def test_stop_ends_a_detached_sweep_and_everything_it_started(
     state = detached.running()
     assert state is not None
     wait_for_rows(tmp_path, 1)
-    sweep = psutil.Process(state["pid"])
+    sweep = psutil.Process(state.pid)
     servers = sweep.children(recursive=True)
     assert any(p.name() == "llama-server" for p in servers)
     stopped = llamalab("sweep", "stop")
     assert stopped.returncode == 0 and "stopped sweep-full" in stopped.stdout
     _, alive = psutil.wait_procs([sweep, *servers], timeout=10)
     assert not alive
-    rows = read_rows(Path(state["jsonl"]))
+    rows = read_rows(state.jsonl)
     assert 1 <= len(rows) < CELLS
-    events = Path(state["events"]).read_text().splitlines()
+    events = state.events.read_text().splitlines()
     assert json.loads(events[-1]) | {"cells_ok": None} == {
         "type": "RunFinished",
         "run": "sweep-full",
         "cells_ok": None,
         "cells_failed": 0,
-        "results_csv": state["csv"],
+        "results_csv": str(state.csv),
         "cancelled": True,
     }
     assert "no detached sweep running" in llamalab("sweep", "stop").stdout

@@ -25,7 +25,8 @@ from tui_lab.engine.plan.runs import (
     single,
     threads_sweep,
 )
-from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.runner import Outcome, PlanRunner
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from tests.integration.test_cli_real import llamalab, ports
 from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.processes.placement import machine_topology
-from tui_lab.engine.results.files import read_rows
+from tui_lab.engine.results.reader import read_rows
 
 pytestmark = pytest.mark.integration
 

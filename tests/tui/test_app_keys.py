@@ -73,13 +73,14 @@ async def test_r_starts_the_cluster_a_completion_passes_and_r_stops_it(tmp_path:
                 pilot,
                 lambda: (
                     app.cluster is not None
-                    and all(i["state"] == "ready" for i in app.cluster["instances"])
+                    and all(i.state == "ready" for i in app.cluster.instances)
                 ),
             )
             await wait_for(
                 pilot, lambda: list(states(app, "cluster").values()).count("ready") >= 2, 20
             )
-            endpoint = app.cluster["endpoint"]  # type: ignore[index]
+            assert app.cluster is not None
+            endpoint = app.cluster.endpoint
             status = str(app.dashboard.query_one("#status-line").render())
             assert f"{endpoint}/v1" in status
             async with aiohttp.ClientSession() as http:

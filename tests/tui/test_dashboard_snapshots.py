@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from textual.pilot import Pilot
 
 from tests.tui.test_widgets import machine_sample, sample
 from tui_lab.app import LabApp
@@ -18,6 +20,7 @@ from tui_lab.engine.events import Event, ProcessState
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
+from tui_lab.widgets import instance_table
 from tui_lab.widgets.throughput_plot import ThroughputPlot
 
 
@@ -42,7 +45,7 @@ def quiet_app() -> LabApp:
 def feed(app: LabApp) -> None:
     plot = app.dashboard.query_one(ThroughputPlot)
     t0 = plot.t0
-    now = time.time()  # the engine started the ready ones just now: "0:00" up
+    now = instance_table.time.time()  # the engine started the ready ones just now: "0:00" up
     events: list[Event] = [
         ProcessState("server", 0, 8100, 4242, "ready", started=now),
         ProcessState("server", 1, 8101, 4243, "loading"),
@@ -64,11 +67,26 @@ def test_snapshot_dashboard_empty(snap_compare: object, size: tuple[int, int]) -
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
-def test_snapshot_dashboard_with_instances(snap_compare: object, size: tuple[int, int]) -> None:
-    async def run_before(pilot: object) -> None:
-        await pilot.pause()  # type: ignore[attr-defined]
-        feed(pilot.app)  # type: ignore[attr-defined]
-        await pilot.pause(0.3)  # type: ignore[attr-defined]
+def test_snapshot_dashboard_with_instances(
+    snap_compare: object, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock the uptime column reads stands still: on a busy box the frame can come a
+    # second after the feed, and "0:00" would read "0:01".
+    stopped = time.time()
+    monkeypatch.setattr(instance_table, "time", SimpleNamespace(time=lambda: stopped))
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await pilot.pause()
+        feed(pilot.app)  # type: ignore[arg-type]
+        plot = pilot.app.query_one(ThroughputPlot)
+        deadline = time.monotonic() + 10
+        while plot._dirty or any(
+            w.group == "plot" and not w.is_finished for w in pilot.app.workers
+        ):
+            assert time.monotonic() < deadline, "the plot was not drawn"
+            await pilot.pause(0.05)
+            drawing = [w for w in pilot.app.workers if w.group == "plot" and not w.is_finished]
+        await pilot.pause()
 
     assert snap_compare(quiet_app(), terminal_size=size, run_before=run_before)  # type: ignore[operator]
 

@@ -16,7 +16,8 @@ from tests.tui.test_app_keys import (  # noqa: F401
 )
 from tui_lab.app import LabApp
 from tui_lab.engine.events import CellStarted, Event, RunFinished, RunStarted
-from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.run_settings import build_plan, lab_config
 from tui_lab.engine.sweeps import detached
 from tui_lab.engine.sweeps.resume import recorded_config
@@ -80,6 +81,6 @@ async def test_a_detached_run_outlives_the_app_which_rejoins_and_stops_it(tmp_pa
             await wait_for(pilot, lambda: again.attached is None, 90)
             await pilot.press("q")
         assert not detached.alive(state)
-        assert 1 <= len(read_rows(Path(state["jsonl"]))) < 6
+        assert 1 <= len(read_rows(state.jsonl)) < 6
     finally:
         detached.stop(state)

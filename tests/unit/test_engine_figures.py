@@ -12,7 +12,7 @@ import pytest
 
 from tui_lab.engine.events import InstanceTelemetry, ProcessState
 from tui_lab.engine.processes.instance import ServerInstance
-from tui_lab.engine.results.best_cell import best_cell, layouts_at
+from tui_lab.engine.results.ranking import best_cell, layouts_at
 from tui_lab.engine.telemetry.server_poll import TOTAL_WINDOW_S, ServerReport, TokenRates
 
 SAMPLE = InstanceTelemetry(

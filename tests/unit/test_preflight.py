@@ -31,7 +31,8 @@ from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, single
 from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.processes.gpu_placement import place
-from tui_lab.engine.results.files import ResultsWriter, read_rows
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
 from tui_lab.engine.units import human_bytes
 

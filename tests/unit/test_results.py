@@ -8,14 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tui_lab.cli.tables import format_table
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.results.files import (
-    ResultsFileError,
-    ResultsWriter,
-    format_table,
-    read_rows,
-    top_cells,
-)
+from tui_lab.engine.results.ranking import top_cells
+from tui_lab.engine.results.reader import ResultsFileError, read_rows
+from tui_lab.engine.results.writer import ResultsWriter
 
 CONFIG = {"instances": [1, 2], "slots": [1, 4], "model": "gemma.gguf"}
 MACHINE = {"hostname": "box", "gpus": [], "gpu_reason": "no NVIDIA driver"}

@@ -10,13 +10,13 @@ import pytest
 
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.plan.config import LabConfig
-from tui_lab.engine.results.files import (
+from tui_lab.engine.results.reader import (
     ResultsFileError,
-    ResultsWriter,
     complete_length,
     drop_partial_tail,
     read_rows,
 )
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.run_settings import RunSettings, build_plan
 from tui_lab.engine.sweeps import resume
 from tui_lab.engine.sweeps.runner import cell_row

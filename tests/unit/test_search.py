@@ -202,7 +202,7 @@ def test_lanes_group_layout_and_balance_in_plan_order() -> None:
 
 
 def test_the_results_screen_best_of_an_adaptive_run_is_an_eligible_full_cell() -> None:
-    from tui_lab.engine.results.best_cell import best_cell
+    from tui_lab.engine.results.ranking import best_cell
 
     rows: list[dict[str, object]] = [
         {"cell": 1, "output_tok_per_s": 300.0, "error": None, "phase": "probe", "eligible": True},

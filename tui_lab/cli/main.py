@@ -18,58 +18,24 @@ from typing import Any, TypeVar
 
 from tui_lab.cli.parser import SWEEP_CONTROLS, build_parser, settings_from_args
 from tui_lab.cli.progress import ProgressPrinter
-from tui_lab.engine import event_loop
+from tui_lab.cli.tables import SUMMARY_COLUMNS, format_table
+from tui_lab.engine import event_loop, lab
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event
-from tui_lab.engine.load.client import LoadSpec, run_load
-from tui_lab.engine.load.stats import RunSummary, summarize_load
 from tui_lab.engine.machine import preflight
 from tui_lab.engine.machine.discovery import find_model, find_nginx, find_server
-from tui_lab.engine.machine.facts import machine_facts
-from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
-from tui_lab.engine.plan.config import (
-    LabConfig,
-    exposure_warning,
-    require_at_least,
-)
-from tui_lab.engine.plan.runs import Plan
-from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.machine.preflight import DoesNotFit
+from tui_lab.engine.plan.config import require_at_least
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
-from tui_lab.engine.processes.run_folder import new_run_dir
-from tui_lab.engine.results.files import ResultsWriter, format_table, read_rows, top_cells
-from tui_lab.engine.settings.run_settings import (
-    RunSettings,
-    build_plan,
-    check_api_key,
-    cluster_args,
-    cluster_layout,
-    lab_config,
-    load_settings,
-    one_value,
-    single_balance,
-)
-from tui_lab.engine.sweeps import detached, resume
-from tui_lab.engine.sweeps.adaptive import AdaptiveRunner, runner_class
+from tui_lab.engine.processes.standing_cluster import status_json
+from tui_lab.engine.results.ranking import top_cells
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.settings.run_settings import cluster_layout, one_value
+from tui_lab.engine.sweeps import detached
+from tui_lab.engine.sweeps.adaptive import AdaptiveRunner
 from tui_lab.engine.sweeps.event_log import EventLog
-from tui_lab.engine.sweeps.resume import recorded_config
-from tui_lab.engine.sweeps.runner import check_plan_ports
 
 T = TypeVar("T")
-
-SUMMARY_COLUMNS = (
-    "cell",
-    "instances",
-    "parallel",
-    "concurrency",
-    "n_predict",
-    "requests_ok",
-    "requests_failed",
-    "output_tok_per_s",
-    "requests_per_s",
-    "e2el_ms_p50",
-    "e2el_ms_p99",
-    "error",
-)
 
 
 class Stopped(Exception):
@@ -94,8 +60,7 @@ def run_until_signal(coro: Coroutine[Any, Any, T]) -> T:
     return event_loop.run(main())
 
 
-def warn_if_exposed(lab: LabConfig) -> None:
-    warning = exposure_warning(lab.host, lab.api_key)
+def warn_if_exposed(warning: str | None) -> None:
     if warning:
         print(f"llamalab: warning: {warning}", file=sys.stderr)
 
@@ -104,31 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.command == "sweep" and (args.run in SWEEP_CONTROLS or args.file or args.retry_failed):
         return cmd_sweep_control(args)
     settings = settings_from_args(args)
-    plan = build_plan(settings)
-    lab = lab_config(settings, need_nginx=any(c.layout.proxied for c in plan.cells))
-    warn_if_exposed(lab)
-    check_plan_ports(plan, lab)
-    writer = ResultsWriter(
-        lab.results_dir,
-        plan.run,
-        recorded_config(settings, plan, lab, sys.argv[1:]),
-        machine_facts(lab.server_bin, lab.model),
-    )
-    if settings.detach:
-        writer.close()
-        return _launch_detached(writer.meta_path, settings.api_key, retry_failed=False)
-    return _run_plan(settings, plan, lab, writer)
+    prepared = event_loop.run(lab.prepare(settings, sys.argv[1:]))
+    warn_if_exposed(prepared.warning)
+    return _launch_detached(prepared) if settings.detach else _run_plan(prepared)
 
 
-def _run_plan(
-    settings: RunSettings,
-    plan: Plan,
-    lab: LabConfig,
-    writer: ResultsWriter,
-    *,
-    skip: frozenset[int] = frozenset(),
-    detached_run_dir: Path | None = None,
-) -> int:
+def _run_plan(prepared: lab.PreparedRun, detached_run_dir: Path | None = None) -> int:
     """Run in the foreground, or as the detached process, which also logs its events."""
     progress = ProgressPrinter(sys.stderr)
     events = EventLog(detached_run_dir / detached.EVENTS_FILE) if detached_run_dir else None
@@ -138,21 +84,19 @@ def _run_plan(
         if events is not None:
             events(event)
 
-    run_dir = detached_run_dir or new_run_dir(plan.run)
-    runner = runner_class(plan)(plan, lab, load_settings(settings), emit, run_dir, writer, skip)
+    runner = lab.runner_for(prepared, emit, detached_run_dir)
     try:
-        outcome = run_until_signal(runner.run())
+        outcome = run_until_signal(lab.run(runner))
     finally:
-        writer.close()
         progress.close()
         if events is not None:
             events.close()
-    adaptive = isinstance(runner, AdaptiveRunner)
+    adaptive = runner if isinstance(runner, AdaptiveRunner) else None
     columns = (*SUMMARY_COLUMNS, "phase") if adaptive else SUMMARY_COLUMNS
     print(format_table(list(outcome.rows), columns))
-    if adaptive:
-        print(runner.verdict())
-    print(f"results: {writer.csv_path} and {writer.jsonl_path}")
+    if adaptive is not None:
+        print(adaptive.verdict())
+    print(f"results: {prepared.writer.csv_path} and {prepared.writer.jsonl_path}")
     return 0 if outcome.cells_failed == 0 else 1
 
 
@@ -186,134 +130,102 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not args.file:
         raise LabError("sweep resume: give the interrupted sweep's .jsonl or .csv results file")
     api_key = args.api_key or os.environ.get(detached.API_KEY_ENV, "")
-    resumption = resume.load(Path(args.file), retry_failed=args.retry_failed, api_key=api_key)
-    plan, settings, total = resumption.plan, resumption.settings, len(resumption.plan.cells)
-    if not resumption.todo:
-        print(f"nothing to resume: all {total} cells of {args.file} have a row")
+    resumption = lab.prepare_resume(
+        Path(args.file), retry_failed=args.retry_failed, api_key=api_key
+    )
+    try:
+        prepared = event_loop.run(resumption)
+    except lab.NothingToResume as nothing:
+        print(f"nothing to resume: all {nothing.cells} cells of {args.file} have a row")
         return 0
-    lab = lab_config(settings, need_nginx=any(c.layout.proxied for c in plan.cells))
-    check_plan_ports(plan, lab)
+    warn_if_exposed(prepared.warning)
     if args.detach:
-        return _launch_detached(resumption.meta_path, api_key, retry_failed=args.retry_failed)
-    writer = ResultsWriter.append_to(resumption.meta_path)
+        return _launch_detached(prepared)
     print(
-        f"resuming {plan.run}: {len(resumption.done)} of {total} cells have a row, "
-        f"running the other {len(resumption.todo)}",
+        f"resuming {prepared.plan.run}: {len(prepared.done)} of {prepared.cells} cells have a "
+        f"row, running the other {prepared.todo}",
         file=sys.stderr,
     )
     run_dir = Path(args.detached_run_dir) if args.detached_run_dir else None
-    return _run_plan(settings, plan, lab, writer, skip=resumption.done, detached_run_dir=run_dir)
+    return _run_plan(prepared, run_dir)
 
 
-def _launch_detached(meta_path: Path, api_key: str, *, retry_failed: bool) -> int:
-    state = detached.launch(meta_path, api_key=api_key, retry_failed=retry_failed)
-    print(f"{state['run']} runs detached (pid {state['pid']}); results: {state['csv']}")
+def _launch_detached(prepared: lab.PreparedRun) -> int:
+    state = event_loop.run(lab.detach(prepared))
+    print(f"{state.run} runs detached (pid {state.pid}); results: {state.csv}")
     print("watch it: llamalab sweep attach (or llamalab-tui); stop it: llamalab sweep stop")
     return 0
 
 
 def cmd_attach() -> int:
-    state = detached.latest()
+    state = event_loop.run(lab.latest_detached())
     if state is None:
         print("no detached sweep to attach to")
         return 1
     progress = ProgressPrinter(sys.stderr)
     try:
-        finished = detached.follow(state, progress.handle)
+        finished = event_loop.run(lab.follow(state, progress.handle))
     except KeyboardInterrupt:
         progress.close()
         print("left it running: sweep attach watches again, sweep stop stops it", file=sys.stderr)
         return 0
     progress.close()
-    print(format_table(read_rows(Path(state["jsonl"])), SUMMARY_COLUMNS))
-    print(f"results: {state['csv']} and {state['jsonl']}")
+    print(format_table(read_rows(state.jsonl), SUMMARY_COLUMNS))
+    print(f"results: {state.csv} and {state.jsonl}")
     return 0 if finished else 1
 
 
 def cmd_stop() -> int:
-    state = detached.running()
+    state = event_loop.run(lab.stop_detached())
     if state is None:
         print("no detached sweep running")
         return 0
-    detached.stop(state)
-    print(f"stopped {state['run']} (pid {state['pid']}); its finished cells are in {state['csv']}")
+    print(f"stopped {state.run} (pid {state.pid}); its finished cells are in {state.csv}")
     return 0
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     if args.action in ("start", "serve"):
-        settings = settings_from_args(args)
-        layout = cluster_layout(settings)
-        balance = single_balance(settings.balance)
-        lab = lab_config(settings, need_nginx=True)
-        warn_if_exposed(lab)
+        prepared = asyncio.run(lab.prepare_cluster(settings_from_args(args)))
+        warn_if_exposed(prepared.warning)
         if args.action == "serve":
-            return asyncio.run(standing_cluster.serve(lab, layout, balance))  # type: ignore[arg-type]
-        if not args.no_preflight:
-            try:
-                require_fit(lab.model, layout)
-            except DoesNotFit as exc:
-                print(
-                    f"llamalab: cluster not started, {exc} (--no-preflight starts it anyway)",
-                    file=sys.stderr,
-                )
-                return 1
-        state = standing_cluster.start_detached(
-            lab, layout.instances, cluster_args(settings), lab.ready_timeout_s + 60
-        )
-        print(
-            f"cluster ready: {state['endpoint']}  "
-            f"(OpenAI-compatible base URL: {state['endpoint']}/v1)"
-        )
+            return asyncio.run(lab.serve_cluster(prepared))
+        try:
+            started = asyncio.run(lab.start_cluster(prepared, preflight=not args.no_preflight))
+        except DoesNotFit as exc:
+            print(
+                f"llamalab: cluster not started, {exc} (--no-preflight starts it anyway)",
+                file=sys.stderr,
+            )
+            return 1
+        endpoint = started.endpoint
+        print(f"cluster ready: {endpoint}  (OpenAI-compatible base URL: {endpoint}/v1)")
         print("stop it with: llamalab cluster stop")
         return 0
     if args.action == "status":
-        state = asyncio.run(standing_cluster.live_status())
-        if args.json and state is not None:
-            asyncio.run(standing_cluster.add_latest_figures(state))
+        state = asyncio.run(lab.cluster_status(figures=args.json))
         if args.json:
-            shown = standing_cluster.public_view(state) if state else None
-            print(json.dumps(shown or {"endpoint": None, "nginx": None, "instances": []}, indent=2))
+            print(status_json(state))
         elif state is None:
             print("no cluster running")
         else:
-            print(f"endpoint: {state['endpoint']}")
-            rows = [{"process": "nginx", **state["nginx"]}] + [
-                {"process": f"server {i['index']}", **i} for i in state["instances"]
+            print(f"endpoint: {state.endpoint}")
+            processes = [("nginx", state.nginx)] + [
+                (f"server {i.index}", i) for i in state.instances
+            ]
+            rows = [
+                {"process": name, "port": p.port, "pid": p.pid, "state": p.state}
+                for name, p in processes
             ]
             print(format_table(rows, ("process", "port", "pid", "state")))
         return 0 if state else 1
-    stopped = standing_cluster.stop_running()
+    stopped = asyncio.run(lab.stop_cluster())
     print("cluster stopped" if stopped else "no cluster running")
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    concurrency = one_value(settings.concurrency, "concurrency")
-    load = load_settings(settings)
-    api_key = check_api_key(settings.api_key) or None
-    if not args.url.startswith(("http://", "https://")):
-        raise LabError(f"--url: {args.url!r} is not an http:// or https:// URL")
-    spec = LoadSpec(
-        url=args.url.rstrip("/"),
-        concurrency=concurrency,
-        requests=load.requests_for(concurrency),
-        n_predict=load.n_predict,
-        api=load.api,
-        stream=load.stream,
-        ignore_eos=load.ignore_eos,
-        cache_prompt=load.cache_prompt,
-        timeout_s=load.timeout_s,
-        api_key=api_key,
-    )
-
-    async def measure() -> RunSummary:
-        # Summarised inside the loop: Python 3.11's asyncio.run reprs the returned value on
-        # exit (its SIGINT handler check): over a second for 40,000 records.
-        return summarize_load(await run_load(spec))
-
-    summary = event_loop.run(measure())
+    summary = event_loop.run(lab.measure_load(args.url, settings_from_args(args)))
     if args.json:
         print(json.dumps(summary.to_json_dict(), indent=2))
     else:

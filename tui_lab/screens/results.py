@@ -13,8 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from tui_lab.engine.results.best_cell import RANKED_BY, best_cell, layouts_at
-from tui_lab.engine.results.files import ResultsFileError, Row, read_rows
+from tui_lab.engine.results.ranking import RANKED_BY, best_cell, layouts_at
+from tui_lab.engine.results.reader import ResultsFileError, Row, read_rows
 from tui_lab.messages import ResumeSweep
 
 COLUMNS = (

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tui_lab.engine.events import Event, Notice, RunFinished, RunStarted
 from tui_lab.engine.processes.pids import alive_as_started
 from tui_lab.engine.processes.process import spawn_detached, terminate_and_wait
 from tui_lab.engine.processes.run_folder import lab_home, new_run_dir, write_state_file
-from tui_lab.engine.results.files import read_meta
+from tui_lab.engine.results.reader import read_meta
 from tui_lab.engine.sweeps.event_log import EventReader
 
 STATE_FILE = "detached.json"
@@ -41,7 +41,48 @@ STOP_TIMEOUT_S = 60.0
 POLL_S = 0.3
 
 
-def launch(meta_path: Path, *, api_key: str = "", retry_failed: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DetachedRun:
+    """What a detached sweep records about itself in its run folder's state file: who it is
+    (PID and start time, since PIDs are reused) and where its files are."""
+
+    pid: int
+    pid_started: float | None
+    run: str  # the sweep's name, e.g. "sweep-full"
+    started_at: str  # ISO 8601, UTC: orders the runs, newest first
+    run_dir: Path
+    events: Path
+    log: Path
+    meta: Path
+    jsonl: Path
+    csv: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """The state file's content: paths as strings, as it has always been written."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: object) -> DetachedRun | None:
+        """The state of a state file's content; None for one that is not a detached run's."""
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+            return None
+        started = data.get("pid_started")
+        try:
+            return cls(
+                pid=data["pid"],
+                pid_started=float(started) if isinstance(started, int | float) else None,
+                run=str(data["run"]),
+                started_at=str(data.get("started_at", "")),
+                **{name: Path(str(data[name])) for name in _PATHS},
+            )
+        except KeyError:
+            return None
+
+
+_PATHS = ("run_dir", "events", "log", "meta", "jsonl", "csv")
+
+
+def launch(meta_path: Path, *, api_key: str = "", retry_failed: bool = False) -> DetachedRun:
     """Start the detached sweep of a sweep's files and return its state once it has started."""
     meta = read_meta(meta_path)
     run_dir = new_run_dir(f"{meta['sweep_name']}-detached")
@@ -53,20 +94,20 @@ def launch(meta_path: Path, *, api_key: str = "", retry_failed: bool = False) ->
     env = {**os.environ, API_KEY_ENV: api_key} if api_key else None
     log = run_dir / LOG_FILE
     proc = spawn_detached(argv, log, env)
-    state = {
-        "pid": proc.pid,
-        "pid_started": psutil.Process(proc.pid).create_time(),
-        "run": meta["sweep_name"],
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir),
-        "events": str(run_dir / EVENTS_FILE),
-        "log": str(log),
-        "meta": str(meta_path),
-        "jsonl": str(jsonl),
-        "csv": str(meta_path.with_name(str(meta["csv"]))),
-    }
-    write_state_file(run_dir / STATE_FILE, state)
-    reader = EventReader(run_dir / EVENTS_FILE)
+    state = DetachedRun(
+        pid=proc.pid,
+        pid_started=psutil.Process(proc.pid).create_time(),
+        run=str(meta["sweep_name"]),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_dir=run_dir,
+        events=run_dir / EVENTS_FILE,
+        log=log,
+        meta=meta_path,
+        jsonl=jsonl,
+        csv=meta_path.with_name(str(meta["csv"])),
+    )
+    write_state_file(run_dir / STATE_FILE, state.to_json())
+    reader = EventReader(state.events)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if any(isinstance(e, RunStarted) for e in reader.read_new()):
@@ -78,61 +119,60 @@ def launch(meta_path: Path, *, api_key: str = "", retry_failed: bool = False) ->
     raise LabError(f"the detached sweep did not start within {START_TIMEOUT_S:.0f} s; log: {log}")
 
 
-def _log_tail(state: dict[str, Any], lines: int = 3) -> str:
+def _log_tail(state: DetachedRun, lines: int = 3) -> str:
     with contextlib.suppress(OSError):
-        tail = Path(state["log"]).read_text(errors="replace").strip().splitlines()[-lines:]
-        return " | ".join(tail) or f"(empty log {state['log']})"
-    return f"(no log at {state['log']})"
+        tail = state.log.read_text(errors="replace").strip().splitlines()[-lines:]
+        return " | ".join(tail) or f"(empty log {state.log})"
+    return f"(no log at {state.log})"
 
 
-def states() -> list[dict[str, Any]]:
+def states() -> list[DetachedRun]:
     """Every detached sweep's state, newest first."""
     found = []
     for path in (lab_home() / "runs").glob(f"*/{STATE_FILE}"):
         with contextlib.suppress(OSError, ValueError):
-            state = json.loads(path.read_text())
-            if isinstance(state, dict) and isinstance(state.get("pid"), int):
+            state = DetachedRun.from_json(json.loads(path.read_text()))
+            if state is not None:
                 found.append(state)
-    return sorted(found, key=lambda s: str(s.get("started_at", "")), reverse=True)
+    return sorted(found, key=lambda s: s.started_at, reverse=True)
 
 
-def alive(state: dict[str, Any]) -> bool:
-    return alive_as_started(state["pid"], state.get("pid_started"))
+def alive(state: DetachedRun) -> bool:
+    return alive_as_started(state.pid, state.pid_started)
 
 
-def running() -> dict[str, Any] | None:
+def running() -> DetachedRun | None:
     """The newest detached sweep that still runs."""
     return next((s for s in states() if alive(s)), None)
 
 
-def latest() -> dict[str, Any] | None:
+def latest() -> DetachedRun | None:
     """The one to attach to: the running one, else the newest (to see how it ended)."""
     all_states = states()
     return next((s for s in all_states if alive(s)), all_states[0] if all_states else None)
 
 
-def stop(state: dict[str, Any]) -> None:
+def stop(state: DetachedRun) -> None:
     """SIGTERM: the sweep cancels, stops its servers and records that it was cancelled. SIGKILL
     to its session if it has not ended in time; its servers then die with it (PDEATHSIG)."""
-    if not terminate_and_wait(state["pid"], state.get("pid_started"), STOP_TIMEOUT_S):
+    if not terminate_and_wait(state.pid, state.pid_started, STOP_TIMEOUT_S):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(state["pid"], signal.SIGKILL)
+            os.killpg(state.pid, signal.SIGKILL)
 
 
-def ended_without_finishing(state: dict[str, Any]) -> Notice:
+def ended_without_finishing(state: DetachedRun) -> Notice:
     return Notice(
         "error",
-        f"the detached {state['run']} (pid {state['pid']}) ended without finishing: "
-        f"{_log_tail(state)}",
+        f"the detached {state.run} (pid {state.pid}) ended without finishing: {_log_tail(state)}",
     )
 
 
 class Follower:
     """Reads a detached sweep's events as they come, and notices when it has ended."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: DetachedRun) -> None:
         self.state = state
-        self._reader = EventReader(Path(state["events"]))
+        self._reader = EventReader(state.events)
         self.done = False
         self.finished = False  # it ended with its RunFinished (done, or stopped cleanly)
 
@@ -146,14 +186,3 @@ class Follower:
             events.append(ended_without_finishing(self.state))
             self.done = True
         return events
-
-
-def follow(state: dict[str, Any], emit: Callable[[Event], None]) -> bool:
-    """Emit the sweep's events until it ends (the CLI's attach); True when it finished."""
-    follower = Follower(state)
-    while True:
-        for event in follower.poll():
-            emit(event)
-        if follower.done:
-            return follower.finished
-        time.sleep(POLL_S)

@@ -16,7 +16,7 @@ from typing import Any
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.plan.runs import Plan
-from tui_lab.engine.results.files import read_meta, read_rows
+from tui_lab.engine.results.reader import read_meta, read_rows
 from tui_lab.engine.settings.run_settings import RunSettings, build_plan
 from tui_lab.engine.sweeps.runner import cell_row
 

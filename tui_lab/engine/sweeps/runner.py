@@ -35,7 +35,7 @@ from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_port
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.placement import describe, of_layout
 from tui_lab.engine.processes.ports import ensure_free
-from tui_lab.engine.results.files import ResultsWriter
+from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
 
 WARMUP_N_PREDICT = 4
@@ -56,12 +56,21 @@ def check_plan_ports(plan: Plan, lab: LabConfig) -> None:
     ensure_free(lab.host, required_ports(lab, most, proxied))
 
 
-def load_spec(url: str, cell: Cell, load: LoadSettings, api_key: str | None) -> LoadSpec:
+def load_spec(
+    url: str,
+    load: LoadSettings,
+    api_key: str | None,
+    concurrency: int,
+    requests: int,
+    n_predict: int,
+) -> LoadSpec:
+    """The one translation of a run's client settings into the load generator's spec: a cell's,
+    and `llamalab load`'s against any URL."""
     return LoadSpec(
         url=url,
-        concurrency=cell.concurrency,
-        requests=cell.requests,
-        n_predict=cell.n_predict,
+        concurrency=concurrency,
+        requests=requests,
+        n_predict=n_predict,
         api=load.api,
         stream=load.stream,
         temperature=load.temperature,
@@ -221,7 +230,14 @@ class PlanRunner:
             before = await server_token_counts(session, cluster)
             energy_before = await read_energy(cluster.gpus_in_use)
             result = await self.load_thread.run(
-                load_spec(cluster.url, cell, self.load, self.lab.api_key),
+                load_spec(
+                    cluster.url,
+                    self.load,
+                    self.lab.api_key,
+                    cell.concurrency,
+                    cell.requests,
+                    cell.n_predict,
+                ),
                 on_record=lambda rec: self.emit(RequestDone(index, rec)),
             )
             energy_after = await read_energy(cluster.gpus_in_use)
