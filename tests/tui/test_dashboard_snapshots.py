@@ -85,7 +85,6 @@ def test_snapshot_dashboard_with_instances(
         ):
             assert time.monotonic() < deadline, "the plot was not drawn"
             await pilot.pause(0.05)
-            drawing = [w for w in pilot.app.workers if w.group == "plot" and not w.is_finished]
         await pilot.pause()
 
     assert snap_compare(quiet_app(), terminal_size=size, run_before=run_before)  # type: ignore[operator]
