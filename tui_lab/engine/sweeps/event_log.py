@@ -49,7 +49,7 @@ _PATHS = ("log_path", "results_csv")
 
 def encode(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": type(event).__name__}
-    for f in fields(event):  # type: ignore[arg-type]
+    for f in fields(event):
         value = getattr(event, f.name)
         if isinstance(value, Path):
             value = str(value)

@@ -207,6 +207,6 @@ def _load_1m() -> float | None:
     if getloadavg is None:
         return None
     try:
-        return getloadavg()[0]
+        return float(getloadavg()[0])
     except OSError:
         return None

@@ -75,10 +75,10 @@ class ProcessFamilies:
 
     def _process(self, pid: int, kept: dict[int, psutil.Process]) -> tuple[psutil.Process, bool]:
         """The Process object from earlier rounds, or a new one (fresh: no CPU interval yet)."""
-        proc = self._processes.get(pid)
-        fresh = proc is None or not proc.is_running()  # is_running() also detects PID reuse
-        if fresh:
-            proc = psutil.Process(pid)
+        earlier = self._processes.get(pid)
+        # is_running() also detects a PID reused by another process since the last round
+        fresh = earlier is None or not earlier.is_running()
+        proc = psutil.Process(pid) if earlier is None or fresh else earlier
         kept[pid] = proc
         return proc, fresh
 
