@@ -20,7 +20,7 @@ import mmap
 import os
 from pathlib import Path
 
-from tui_lab.engine.machine.preflight import tensor_data_span
+from tui_lab.engine.machine.gguf_header import tensor_data_span
 
 
 def write_header(model: Path, header: Path) -> None:

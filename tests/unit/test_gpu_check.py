@@ -21,7 +21,7 @@ from benchmarks.gpu_check.summary import (
 )
 from benchmarks.gpu_check.zero_model import rebuild, write_header
 from tests.unit.test_preflight import write_model
-from tui_lab.engine.machine.preflight import read_model, tensor_data_span
+from tui_lab.engine.machine.gguf_header import read_model, tensor_data_span
 
 
 def test_tensor_data_span_is_where_ggufs_reader_puts_the_data_and_the_files_end(

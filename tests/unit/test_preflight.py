@@ -17,14 +17,14 @@ from tests.fake_gpus import FakeGpu, GiB, install, no_nvml
 from tui_lab.cli import main as cli
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Notice
-from tui_lab.engine.machine import preflight
+from tui_lab.engine.machine import gguf_header
+from tui_lab.engine.machine.gguf_header import read_model
 from tui_lab.engine.machine.preflight import (
     DoesNotFit,
     ServerAsk,
     check,
     estimate,
     largest,
-    read_model,
     require_fit,
 )
 from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings
@@ -95,7 +95,7 @@ def test_explicit_head_sizes_and_per_layer_kv_heads(tmp_path: Path) -> None:
 
 def test_default_model_header_is_read_in_well_under_a_second(model: Path) -> None:
     """GGUFReader takes 18 s on this box for the default model's 262,144-token vocabulary."""
-    preflight._read_model.cache_clear()
+    gguf_header._read_model.cache_clear()
     started = time.monotonic()
     facts = read_model(model)
     assert time.monotonic() - started < 2.0
