@@ -27,11 +27,7 @@ from tui_lab.engine.machine import preflight
 from tui_lab.engine.machine.discovery import find_model, find_nginx, find_server
 from tui_lab.engine.machine.facts import machine_facts
 from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
-from tui_lab.engine.plan.config import (
-    LabConfig,
-    exposure_warning,
-    require_at_least,
-)
+from tui_lab.engine.plan.config import LabConfig, exposure_warning
 from tui_lab.engine.plan.runs import Plan
 from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
@@ -40,12 +36,15 @@ from tui_lab.engine.results.files import ResultsWriter, format_table, read_rows,
 from tui_lab.engine.settings.run_settings import (
     RunSettings,
     build_plan,
-    check_api_key,
     cluster_args,
     cluster_layout,
     lab_config,
     load_settings,
+)
+from tui_lab.engine.settings.values import (
+    check_api_key,
     one_value,
+    require_at_least,
     single_balance,
 )
 from tui_lab.engine.sweeps import detached, resume
