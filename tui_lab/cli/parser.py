@@ -56,7 +56,7 @@ def add_settings(
         for s in registry.settings():
             if s.section != section or command not in s.commands:
                 continue
-            target = p
+            target: argparse._ActionsContainer = p
             if section in grouped:
                 target = groups.setdefault(section, p.add_argument_group(GROUP_TITLES[section]))
             _add_flag(target, s, command)

@@ -169,7 +169,9 @@ class ConfigureScreen(Screen[RunSettings | None]):
             widget.value = getattr(settings, name)
 
     def _current(self) -> RunSettings:
-        return RunSettings(**{name: widget.value for name, widget in self._fields.items()})
+        # Every menu has allow_blank=False: a value is never Select.BLANK.
+        values = {name: cast(str | bool, widget.value) for name, widget in self._fields.items()}
+        return RunSettings(**values)
 
     @on(Input.Changed, ".setting")
     @on(Select.Changed, ".setting")
