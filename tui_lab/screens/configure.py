@@ -98,7 +98,12 @@ class ConfigureScreen(Screen[RunSettings | None]):
     def __init__(self, settings: RunSettings) -> None:
         super().__init__()
         self.settings = settings
+        # Kept as built: messages that arrive while the app shuts down find them without a query.
         self._fields: dict[str, Field] = {}
+        self._rows: dict[str, Vertical] = {}
+        self._errors: dict[str, Static] = {}
+        self._estimate = Static(id="estimate")
+        self._run = Button("Run", variant="primary", id="run", compact=True)
         self._presets: dict[str, RunSettings] = {}
 
     def compose(self) -> ComposeResult:
@@ -116,8 +121,8 @@ class ConfigureScreen(Screen[RunSettings | None]):
                     yield Label(group, classes="group")
                 yield self._row(setting)
         with Horizontal(id="summary"):
-            yield Static(id="estimate")
-            yield Button("Run", variant="primary", id="run", compact=True)
+            yield self._estimate
+            yield self._run
         yield Footer()
 
     def _field(self, setting: Setting) -> Field:
@@ -151,7 +156,9 @@ class ConfigureScreen(Screen[RunSettings | None]):
             line = Horizontal(Label(label), widget, browse, classes="row")
         else:
             line = Horizontal(Label(label), widget, classes="row")
-        return Vertical(line, Static(id=f"error-{name}", classes="error"), id=f"field-{name}")
+        self._errors[name] = Static(id=f"error-{name}", classes="error")
+        self._rows[name] = Vertical(line, self._errors[name], id=f"field-{name}")
+        return self._rows[name]
 
     def on_mount(self) -> None:
         self._reload_presets()
@@ -185,7 +192,7 @@ class ConfigureScreen(Screen[RunSettings | None]):
         context = context_of(kind)
         for setting in registry.settings():
             if setting.kinds is not None:
-                self.query_one(f"#field-{setting.name}").display = setting.reads(context)
+                self._rows[setting.name].display = setting.reads(context)
 
     @work(exclusive=True, group=CHECK_GROUP)
     async def _check_soon(self, delay: float = CHECK_DELAY_S) -> None:
@@ -200,14 +207,13 @@ class ConfigureScreen(Screen[RunSettings | None]):
         for name, problem in verdict.problems.items():
             self._fields[name].set_class(problem is not None, "-invalid")
             warning = verdict.warning if name == "host" else None
-            error = self.query_one(f"#error-{name}", Static)
+            error = self._errors[name]
             _update(error, problem or warning or "")
             error.set_class(problem is None and warning is not None, "-warning")
             error.display = bool(problem or warning)
-        line = self.query_one("#estimate", Static)
-        _update(line, verdict.line)
-        line.set_class(verdict.line_is_error, "-error")
-        self.query_one("#run", Button).disabled = not verdict.runnable
+        _update(self._estimate, verdict.line)
+        self._estimate.set_class(verdict.line_is_error, "-error")
+        self._run.disabled = not verdict.runnable
 
     @on(Input.Submitted, ".setting")
     def _next_field(self) -> None:
