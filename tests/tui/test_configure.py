@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,11 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, OptionList, Static
 
 from tui_lab.engine.machine.discovery import GGUF_MAGIC
+from tui_lab.engine.settings import registry
 from tui_lab.engine.settings.run_settings import RunSettings, cluster_layout
+from tui_lab.screens import configure
 from tui_lab.screens.cluster_modal import ClusterModal
-from tui_lab.screens.configure import ConfigureScreen
+from tui_lab.screens.configure import CHECK_GROUP, ConfigureScreen
 from tui_lab.screens.model_picker import GgufTree, ModelPicker
 
 START = RunSettings(model="")  # blank model: no machine-specific path in snapshots
@@ -47,27 +49,46 @@ def run_disabled(pilot: Pilot[None]) -> bool:
     return pilot.app.screen.query_one("#run", Button).disabled
 
 
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait for the form's check: it runs in a worker once typing pauses."""
+    await pilot.pause()
+    for _ in range(200):
+        if not any(w.group == CHECK_GROUP and not w.is_finished for w in pilot.app.workers):
+            await pilot.pause()
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the form's check did not finish")
+
+
 async def type_into(pilot: Pilot[None], field: str, text: str) -> None:
-    """Focus a field as tab would clear it (start of line, delete to the end), then type."""
+    """Focus a field as tab would clear it (start of line, delete to the end), type, and wait
+    for the check."""
     pilot.app.screen.query_one(f"#{field}", Input).focus()
     await pilot.pause()
     await pilot.press("ctrl+a", "ctrl+k", *text)
-    await pilot.pause()
+    await settle(pilot)
+
+
+async def submit(pilot: Pilot[None], *keys: str) -> None:
+    """Press ctrl+s (or the keys given), and wait for the form to check and leave."""
+    await pilot.press(*(keys or ("ctrl+s",)))
+    await until(pilot, lambda: bool(pilot.app.results))
 
 
 async def test_every_setting_has_a_field() -> None:
     async with Harness().run_test() as pilot:
         screen = pilot.app.screen
-        for f in fields(RunSettings):
-            assert screen.query_one(f"#{f.name}").has_class("setting"), f.name
+        for setting in registry.settings():
+            assert screen.query_one(f"#{setting.name}").has_class("setting"), setting.name
 
 
 async def test_a_malformed_list_is_explained_and_blocks_run_until_fixed() -> None:
     async with Harness().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
         before = widget_text(pilot, "#estimate")
         assert before == "8 cells, 4 server layouts, 72 measured requests"
         await pilot.press("tab", "tab", *"1,,x")  # kind -> instances -> parallel
-        await pilot.pause()
+        await settle(pilot)
         message = "--parallel: empty item in '1,,x'; give values like 1,2,4"
         assert widget_text(pilot, "#error-parallel") == message
         assert pilot.app.screen.query_one("#parallel", Input).has_class("-invalid")
@@ -75,7 +96,7 @@ async def test_a_malformed_list_is_explained_and_blocks_run_until_fixed() -> Non
         assert run_disabled(pilot)
 
         await pilot.press("backspace", "backspace", *"2,4")
-        await pilot.pause()
+        await settle(pilot)
         assert not pilot.app.screen.query_one("#error-parallel").display
         assert not pilot.app.screen.query_one("#parallel", Input).has_class("-invalid")
         assert (
@@ -88,7 +109,7 @@ async def test_ctrl_s_on_an_invalid_form_stays_on_the_form() -> None:
     async with Harness().run_test() as pilot:
         await type_into(pilot, "host", "my-box")
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await settle(pilot)
         assert pilot.app.results == []
         assert isinstance(pilot.app.screen, ConfigureScreen)
 
@@ -98,7 +119,7 @@ async def test_switching_to_a_single_test_hides_the_fields_it_ignores() -> None:
         screen = pilot.app.screen
         assert screen.query_one("#field-instances").display
         await pilot.press("enter", "home", "enter")  # the kind menu is focused first
-        await pilot.pause()
+        await settle(pilot)
         assert screen.query_one("#kind").value == "test-single"
         for hidden in ("instances", "parallel", "concurrency", "batch_size", "balance"):
             assert not screen.query_one(f"#field-{hidden}").display, hidden
@@ -111,7 +132,7 @@ async def test_the_adaptive_sweep_shows_its_own_fields_and_checks_them() -> None
         screen = pilot.app.screen
         assert not screen.query_one("#field-plateau").display  # a full sweep has no plateau
         await pilot.press("enter", "end", "enter")  # the last kind in the menu
-        await pilot.pause()
+        await settle(pilot)
         assert screen.query_one("#kind").value == "sweep-adaptive"
         for shown in ("instances", "concurrency", "plateau", "finalists", "max_p99_ms"):
             assert screen.query_one(f"#field-{shown}").display, shown
@@ -135,7 +156,7 @@ async def test_run_dismisses_with_exactly_what_was_typed() -> None:
         pilot.app.screen.query_one("#stream").focus()
         await pilot.press("space")
         await pilot.click("#run")
-        await pilot.pause()
+        await until(pilot, lambda: bool(pilot.app.results))
         assert pilot.app.results == [
             START.with_values(parallel="2,8", n_predict="128", server_args="-ngl 99", stream=True)
         ]
@@ -144,8 +165,7 @@ async def test_run_dismisses_with_exactly_what_was_typed() -> None:
 async def test_ctrl_s_runs_and_remembers_the_settings(config_dir: Path) -> None:
     async with Harness().run_test() as pilot:
         await type_into(pilot, "concurrency", "16")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await submit(pilot)
         assert pilot.app.results == [START.with_values(concurrency="16")]
         assert 'concurrency = "16"' in (config_dir / "last.toml").read_text()
 
@@ -186,8 +206,7 @@ async def test_a_corrupt_presets_file_is_reported_and_the_form_still_runs(
         messages = [n.message for n in pilot.app._notifications]
         assert f"{path}: line 2: Invalid value (column 12)" in messages
         await type_into(pilot, "parallel", "2")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await submit(pilot)
         assert pilot.app.results == [START.with_values(parallel="2")]
 
 
@@ -236,7 +255,7 @@ async def test_the_model_picker_fills_the_model_field(home: Path) -> None:
         # ~ itself is for browsing: only the usual folders are searched
         assert found.option_count == 1
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(pilot)
         assert pilot.app.screen is screen
         assert screen.query_one("#model", Input).value == str(home / "models" / "tiny.gguf")
         assert not screen.query_one("#error-model").display
@@ -278,12 +297,19 @@ async def test_escape_leaves_the_model_picker_without_a_choice(home: Path) -> No
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 def test_snapshot_configure_form(snap_compare: object, size: tuple[int, int]) -> None:
-    assert snap_compare(Harness(), terminal_size=size)  # type: ignore[operator]
+    assert snap_compare(Harness(), run_before=settle, terminal_size=size)  # type: ignore[operator]
 
 
 def test_snapshot_configure_form_with_an_error_at_80x24(snap_compare: object) -> None:
-    keys = ["tab", "tab", "1", ",", ",", "x"]
-    assert snap_compare(Harness(), press=keys, terminal_size=(80, 24))  # type: ignore[operator]
+    async def type_an_error(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("tab", "tab", "1", ",", ",", "x")
+        await settle(pilot)
+
+    # `end` (the cursor is there already) shows the cursor again, as right after typing.
+    assert snap_compare(  # type: ignore[operator]
+        Harness(), run_before=type_an_error, press=["end"], terminal_size=(80, 24)
+    )
 
 
 async def test_binding_every_interface_is_warned_about_but_allowed() -> None:
@@ -347,8 +373,7 @@ async def test_placement_and_server_dimensions_are_offered_and_checked_as_typed(
             "--server-dim: '-fa on|-fa on' repeats an alternative"
         )
         await type_into(pilot, "server_dim", "")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await submit(pilot)
     assert pilot.app.results[-1] == START.with_values(instances="1", placement="pinned")
 
 
@@ -359,3 +384,31 @@ def test_the_cluster_modal_takes_one_value_of_each_swept_server_setting() -> Non
     modal = ClusterModal(sweep.with_values(kind="sweep-threads", threads="1,auto"))
     layout = cluster_layout(modal.settings)
     assert (layout.placement, layout.threads, layout.model) == ("pinned", "auto", Path("/m/a.gguf"))
+
+
+async def test_typing_never_waits_for_the_plan_and_memory_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pre-flight reads the model and NVML: a slow one must not hold up the keys typed."""
+    real = configure.largest
+
+    def slow_largest(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(configure, "largest", slow_largest)
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        field = pilot.app.screen.query_one("#parallel", Input)
+        field.focus()
+        await pilot.pause()
+        started = time.monotonic()
+        await pilot.press("ctrl+a", "ctrl+k", *"2,4,x")
+        await pilot.pause()
+        assert field.value == "2,4,x"
+        assert time.monotonic() - started < 1.0
+        await settle(pilot)
+        assert widget_text(pilot, "#error-parallel") == "--parallel: 'x' is not a whole number"
+        await pilot.press("backspace", "backspace")
+        await settle(pilot)
+        assert widget_text(pilot, "#estimate") == "8 cells, 4 server layouts, 72 measured requests"

@@ -11,14 +11,16 @@ from hypothesis import strategies as st
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.plan.config import (
     Layout,
-    check_host,
     computed_ctx_size,
     effective_threads_http,
     exposure_warning,
+    server_argv,
+)
+from tui_lab.engine.settings.values import (
+    check_host,
     parse_balances,
     parse_int_list,
     parse_positive_ints,
-    server_argv,
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.machine import discovery
 from tui_lab.engine.machine.discovery import GGUF_MAGIC, default_model_path
 from tui_lab.engine.settings import presets
 from tui_lab.engine.settings.run_settings import RunSettings
@@ -116,9 +117,9 @@ def test_model_candidates_are_found_down_to_max_depth_and_no_deeper(
     hidden = gguf(home / "models" / ".git" / "f.gguf")
     (home / "models" / "notes.txt").write_text("not a model")
 
-    found = presets.find_model_candidates(max_depth=3)
+    found = discovery.find_model_candidates(max_depth=3)
 
     assert {shallow, at_max, studio, here, default} <= set(found)
     assert too_deep not in found and hidden not in found
     assert found == sorted(found) and len(found) == len(set(found))
-    assert too_deep in presets.find_model_candidates(max_depth=4)
+    assert too_deep in discovery.find_model_candidates(max_depth=4)

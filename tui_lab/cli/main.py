@@ -25,12 +25,12 @@ from tui_lab.engine.events import Event
 from tui_lab.engine.machine import preflight
 from tui_lab.engine.machine.discovery import find_model, find_nginx, find_server
 from tui_lab.engine.machine.preflight import DoesNotFit
-from tui_lab.engine.plan.config import require_at_least
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.processes.standing_cluster import status_json
 from tui_lab.engine.results.ranking import top_cells
 from tui_lab.engine.results.reader import read_rows
-from tui_lab.engine.settings.run_settings import cluster_layout, one_value
+from tui_lab.engine.settings.run_settings import cluster_layout
+from tui_lab.engine.settings.values import one_value, require_at_least
 from tui_lab.engine.sweeps import detached
 from tui_lab.engine.sweeps.adaptive import AdaptiveRunner
 from tui_lab.engine.sweeps.event_log import EventLog

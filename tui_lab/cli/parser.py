@@ -1,13 +1,13 @@
-"""The `llamalab` command line: its subcommands and flags."""
+"""The `llamalab` command line: its subcommands, and their flags from the settings registry."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import NoReturn
 
 from tui_lab import __version__
-from tui_lab.engine.plan.config import DEFAULT_BASE_PORT, DEFAULT_HOST, DEFAULT_NGINX_PORT
+from tui_lab.engine.settings import registry
+from tui_lab.engine.settings.registry import SECTIONS, Setting
 from tui_lab.engine.settings.run_settings import RunSettings, defaults_for
 
 SWEEP_CONTROLS = ("resume", "attach", "stop")
@@ -37,102 +37,45 @@ class JoinedAction(argparse.Action):
         setattr(namespace, self.dest, str(values))
 
 
-def _add_server_options(
-    p: argparse.ArgumentParser, *, threads_help: str = "", sweeps: bool = False
+GROUP_TITLES = {
+    "servers": "servers",
+    "load": "load",
+    "search": "adaptive search (sweep adaptive: same lists as sweep full)",
+}
+
+
+def add_settings(
+    p: argparse.ArgumentParser,
+    command: str,
+    grouped: tuple[str, ...] = ("servers", "load", "search"),
 ) -> None:
-    g = p.add_argument_group("servers")
-    g.add_argument(
-        "--server-bin",
-        default="",
-        help="llama-server to use (default: LLAMA_SERVER_BIN, PATH, ./llama.cpp/build/bin, "
-        "the bundled CPU build)",
-    )
-    g.add_argument(
-        "--model",
-        default="",
-        action=JoinedAction,
-        const="|",
-        help="GGUF model file (default: bundled Gemma 3 270M)"
-        + ("; full sweeps take several: repeat the flag or a.gguf|b.gguf" if sweeps else ""),
-    )
-    g.add_argument("--nginx-bin", default="", help="nginx to use (default: PATH, /usr/sbin/nginx)")
-    g.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
-    g.add_argument("--base-port", default=str(DEFAULT_BASE_PORT), help="port of instance 0")
-    g.add_argument("--nginx-port", default=str(DEFAULT_NGINX_PORT))
-    g.add_argument(
-        "--threads",
-        default="auto",
-        help="compute threads per instance: auto (the physical cores split among the "
-        "instances), N, or default (llama-server's own)" + threads_help,
-    )
-    g.add_argument(
-        "--placement",
-        default="shared",
-        help="shared, pinned (own CPU cores per instance), spread (instance i on GPU i mod G), "
-        "or pinned+spread" + ("; a list in full sweeps" if sweeps else ""),
-    )
-    g.add_argument(
-        "--gpus", default="all", help="GPUs the instances may use: all, or NVML indices 0,1"
-    )
-    if sweeps:
-        g.add_argument(
-            "--server-dim",
-            default="",
+    """Every setting `command` takes, as the registry declares it: its flag, default and help,
+    in `--help` sections; the `grouped` sections under their own heading."""
+    groups: dict[str, argparse._ActionsContainer] = {}
+    for section in SECTIONS:
+        for s in registry.settings():
+            if s.section != section or command not in s.commands:
+                continue
+            target: argparse._ActionsContainer = p
+            if section in grouped:
+                target = groups.setdefault(section, p.add_argument_group(GROUP_TITLES[section]))
+            _add_flag(target, s, command)
+
+
+def _add_flag(target: argparse._ActionsContainer, s: Setting, command: str) -> None:
+    flag, help_text = f"--{s.option}", s.help_for(command)
+    if s.is_switch:
+        target.add_argument(flag, action="store_true", help=help_text)
+    elif s.joined:
+        target.add_argument(
+            flag,
+            default=s.flag_default(command),
             action=JoinedAction,
-            const=";",
-            help='full sweeps: alternatives of server flags to compare, e.g. "-fa on|-fa off" '
-            "(repeatable: every combination is measured)",
+            const=s.joined,
+            help=help_text,
         )
-    g.add_argument(
-        "--threads-http",
-        default="default",
-        help="llama-server --threads-http (default: enough for each instance's clients)"
-        + threads_help,
-    )
-    g.add_argument("--ctx-per-slot", default="", help="context tokens per slot")
-    g.add_argument(
-        "--server-args", default="", help='extra llama-server arguments, e.g. "-ngl 99 -fa on"'
-    )
-    g.add_argument("--api-key", default="", help="require this key at the servers and nginx")
-    g.add_argument(
-        "--upstream-keepalive",
-        action="store_true",
-        help="keep nginx-to-server connections open (non-streaming loads only: llama-server "
-        "closes them after streamed replies)",
-    )
-    g.add_argument("--ready-timeout", default="300", help="seconds for a server to load")
-
-
-def _add_load_options(p: argparse.ArgumentParser, *, n_predict_help: str = "") -> None:
-    g = p.add_argument_group("load")
-    g.add_argument("--n-predict", default="64", help="tokens per request" + n_predict_help)
-    g.add_argument(
-        "--requests",
-        default="",
-        help="measured requests per cell (default: requests-per-client x concurrency)",
-    )
-    g.add_argument("--requests-per-client", default="2")
-    g.add_argument("--api", default="completion", help="completion or chat (/v1/chat/completions)")
-    g.add_argument("--stream", action="store_true", help="stream tokens (gives TTFT, ITL, TPOT)")
-    g.add_argument("--allow-eos", action="store_true", help="let requests stop at end of sequence")
-    g.add_argument("--cache-prompt", action="store_true", help="let requests hit the prompt cache")
-    g.add_argument("--request-timeout", default="600")
-
-
-def _add_results_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default="results", help="results folder (default %(default)s)")
-    p.add_argument("--stop-on-error", action="store_true", help="stop at the first failed cell")
-
-
-def _add_search_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("adaptive search (sweep adaptive: same lists as sweep full)")
-    g.add_argument(
-        "--plateau",
-        help="stop raising a layout's concurrency once a step gains under this %% (default 3)",
-    )
-    g.add_argument("--finalists", help="best probes confirmed with full cells (default 3)")
-    g.add_argument("--max-p99-ms", help="goodput: best tok/s with p99 latency under this")
-    g.add_argument("--max-ttft-ms", help="goodput: best tok/s with p99 TTFT under this (--stream)")
+    else:
+        target.add_argument(flag, default=s.flag_default(command), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,13 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="one measurement: single, concurrent or round-robin")
     test.add_argument("run", choices=("single", "concurrent", "round-robin"))
-    test.add_argument("--instances", help="servers behind nginx (round-robin; default 2)")
-    test.add_argument("--parallel", help="slots per server (default 4)")
-    test.add_argument("--concurrency", help="clients in flight (default 8)")
-    test.add_argument("--balance", default="round_robin", help="round_robin or least_conn")
-    _add_server_options(test)
-    _add_load_options(test)
-    _add_results_options(test)
+    add_settings(test, "test")
 
     sweep = sub.add_parser(
         "sweep", help="a grid of measurements: threads, round-robin, full; or the adaptive search"
@@ -159,23 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sweep to run; or resume FILE, attach to or stop a detached sweep",
     )
     sweep.add_argument("file", nargs="?", help="resume: the interrupted sweep's .jsonl or .csv")
-    sweep.add_argument(
-        "--instances", help="list (full; default 1,2); one value (round-robin; default 2)"
-    )
-    sweep.add_argument("--parallel", help="list (full; default 1,4); one value otherwise (4)")
-    sweep.add_argument("--concurrency", help="list (default 1,8); one value for threads (8)")
-    sweep.add_argument("--batch-size", default="default", help="list (full): 512,2048,default")
-    sweep.add_argument("--ubatch-size", default="default", help="list (full)")
-    sweep.add_argument(
-        "--balance", default="round_robin", help="list (full): round_robin,least_conn"
-    )
-    _add_server_options(sweep, threads_help="; a list in the threads sweep", sweeps=True)
-    _add_load_options(sweep, n_predict_help="; a list in the round-robin sweep")
-    _add_results_options(sweep)
-    _add_search_options(sweep)
-    sweep.add_argument(
-        "--detach", action="store_true", help="run on without this terminal (see attach, stop)"
-    )
+    add_settings(sweep, "sweep")
     sweep.add_argument(
         "--retry-failed", action="store_true", help="resume: run the failed cells again too"
     )
@@ -190,26 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
             if name == "start"
             else argparse.SUPPRESS,
         )
-        c.add_argument("--instances", default="2")
-        c.add_argument("--parallel", default="4")
-        c.add_argument("--balance", default="round_robin")
+        add_settings(c, "cluster")
         if name == "start":
             c.add_argument(
                 "--no-preflight",
                 action="store_true",
                 help="start even when the memory pre-flight says it does not fit",
             )
-        _add_server_options(c)
     status = csub.add_parser("status", help="endpoint, nginx and each instance")
     status.add_argument("--json", action="store_true")
     csub.add_parser("stop", help="stop the standing cluster")
 
     load = sub.add_parser("load", help="drive load against any llama-server-compatible endpoint")
     load.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
-    load.add_argument("--concurrency", default="8")
-    load.add_argument("--api-key", default="")
+    add_settings(load, "load", grouped=("load",))
     load.add_argument("--json", action="store_true")
-    _add_load_options(load)
 
     analyze = sub.add_parser("analyze", help="top cells of a results file")
     analyze.add_argument("file")
@@ -218,14 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--count", type=int, default=10)
 
     pre = sub.add_parser("preflight", help="will N servers of this model fit in free memory?")
-    pre.add_argument("--model", default="", help="GGUF model file (default: bundled Gemma 3 270M)")
-    pre.add_argument("--instances", default="1")
-    pre.add_argument("--parallel", default="1", help="slots per server")
+    add_settings(pre, "preflight", grouped=())
     pre.add_argument(
         "--ctx-size", default="", help="context of one server (default: parallel x per-slot need)"
     )
-    pre.add_argument("--n-predict", default="64", help="tokens per request, sizes each slot")
-    pre.add_argument("--server-args", default="", help='llama-server arguments, e.g. "-ctk q8_0"')
 
     sub.add_parser("doctor", help="show which llama-server, nginx and model would be used")
     cleanup = sub.add_parser("cleanup", help="stop servers an earlier lab left running")
@@ -237,8 +149,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The flags this command has, as the user typed them, onto the shared settings."""
     kind = f"{args.command}-{args.run}" if args.command in ("test", "sweep") else "test-round-robin"
     given = {
-        f.name: value
-        for f in dataclasses.fields(RunSettings)
-        if f.name != "kind" and (value := getattr(args, f.name, None)) is not None
+        s.name: value
+        for s in registry.settings()
+        if s.name != "kind" and (value := getattr(args, s.name, None)) is not None
     }
     return defaults_for(kind).with_values(**given)

@@ -27,17 +27,17 @@ from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.processes.run_folder import new_run_dir
 from tui_lab.engine.processes.standing_cluster import ClusterState
 from tui_lab.engine.results.writer import ResultsWriter
+from tui_lab.engine.settings.registry import CLUSTER
 from tui_lab.engine.settings.run_settings import (
     RunSettings,
+    as_spec,
     build_plan,
-    check_api_key,
     cluster_args,
     cluster_layout,
     lab_config,
     load_settings,
-    one_value,
-    single_balance,
 )
+from tui_lab.engine.settings.spec import RunSpec
 from tui_lab.engine.sweeps import detached, resume
 from tui_lab.engine.sweeps.adaptive import runner_class
 from tui_lab.engine.sweeps.detached import DetachedRun
@@ -51,7 +51,8 @@ class PreparedRun:
     """A run checked and ready: its plan, the binaries and addresses found for it, and its
     results files, open (new, or an interrupted sweep's, repaired to be appended to)."""
 
-    settings: RunSettings
+    settings: RunSettings  # as typed: recorded with the results, for `sweep resume`
+    spec: RunSpec  # the same, parsed once
     plan: Plan
     lab: LabConfig
     writer: ResultsWriter
@@ -78,12 +79,13 @@ class NothingToResume(LabError):
 
 async def prepare(settings: RunSettings, argv: Sequence[str] = ()) -> PreparedRun:
     """Everything a new run needs before its first server starts; `argv` is recorded with it."""
-    plan = build_plan(settings)
-    lab = await _checked_lab(plan, settings)
+    spec = as_spec(settings)
+    plan = build_plan(spec)
+    lab = await _checked_lab(plan, spec)
     facts = await asyncio.to_thread(machine_facts, lab.server_bin, lab.model)
     config = resume.recorded_config(settings, plan, lab, argv)
     writer = await asyncio.to_thread(ResultsWriter, lab.results_dir, plan.run, config, facts)
-    return PreparedRun(settings, plan, lab, writer, warning=_warning(lab))
+    return PreparedRun(settings, spec, plan, lab, writer, warning=_warning(lab))
 
 
 async def prepare_resume(
@@ -97,16 +99,17 @@ async def prepare_resume(
     plan, settings = resumption.plan, resumption.settings
     if not resumption.todo:
         raise NothingToResume(len(plan.cells))
-    lab = await _checked_lab(plan, settings)
+    spec = as_spec(settings)
+    lab = await _checked_lab(plan, spec)
     writer = await asyncio.to_thread(ResultsWriter.append_to, resumption.meta_path)
     return PreparedRun(
-        settings, plan, lab, writer, resumption.done, retry_failed, warning=_warning(lab)
+        settings, spec, plan, lab, writer, resumption.done, retry_failed, warning=_warning(lab)
     )
 
 
-async def _checked_lab(plan: Plan, settings: RunSettings) -> LabConfig:
+async def _checked_lab(plan: Plan, spec: RunSpec) -> LabConfig:
     need_nginx = any(c.layout.proxied for c in plan.cells)
-    lab = await asyncio.to_thread(lab_config, settings, need_nginx=need_nginx)
+    lab = await asyncio.to_thread(lab_config, spec, need_nginx=need_nginx)
     check_plan_ports(plan, lab)
     return lab
 
@@ -122,7 +125,7 @@ def runner_for(prepared: PreparedRun, emit: EventSink, run_dir: Path | None = No
     return runner_class(plan)(
         plan,
         prepared.lab,
-        load_settings(prepared.settings),
+        load_settings(prepared.spec),
         emit,
         run_dir or new_run_dir(plan.run),
         prepared.writer,
@@ -141,9 +144,10 @@ async def run(runner: PlanRunner) -> Outcome:
 
 async def measure_load(url: str, settings: RunSettings) -> RunSummary:
     """`llamalab load`: one load, the run's client settings, against any server or proxy."""
-    concurrency = one_value(settings.concurrency, "concurrency")
-    load = load_settings(settings)
-    api_key = check_api_key(settings.api_key) or None
+    parsed = as_spec(settings)
+    (concurrency,) = parsed.concurrency  # `load` takes one value: the parser says so
+    load = load_settings(parsed)
+    api_key = parsed.api_key or None
     if not url.startswith(("http://", "https://")):
         raise LabError(f"--url: {url!r} is not an http:// or https:// URL")
     requests = load.requests_for(concurrency)
@@ -213,9 +217,10 @@ class PreparedCluster:
 
 
 async def prepare_cluster(settings: RunSettings) -> PreparedCluster:
-    layout = cluster_layout(settings)
-    balance: Balance = single_balance(settings.balance)  # type: ignore[assignment]
-    lab = await asyncio.to_thread(lab_config, settings, need_nginx=True)
+    spec = as_spec(settings, CLUSTER)
+    layout = cluster_layout(spec)
+    (balance,) = spec.balance  # the cluster takes one balance: the parser says so
+    lab = await asyncio.to_thread(lab_config, spec, need_nginx=True)
     return PreparedCluster(settings, lab, layout, balance, _warning(lab))
 
 

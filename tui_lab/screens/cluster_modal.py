@@ -9,6 +9,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from tui_lab.engine.plan.config import exposure_warning
+from tui_lab.engine.settings import registry
+from tui_lab.engine.settings.registry import CLUSTER, Setting
 from tui_lab.engine.settings.run_settings import RunSettings, field_error
 
 FIELDS = (
@@ -18,6 +20,17 @@ FIELDS = (
     ("nginx_port", "nginx port"),
     ("host", "Bind address"),
 )
+
+
+def _swept_by_cluster() -> list[Setting]:
+    """The settings the cluster reads that a sweep may hold a list of."""
+    return [s for s in registry.settings() if s.lists_in and s.reads(CLUSTER)]
+
+
+def _one(setting: Setting, text: str) -> str:
+    if setting.joined:
+        return text.split(setting.joined)[0].strip()
+    return text.split(",")[-1].strip()
 
 
 class ClusterModal(ModalScreen[RunSettings | None]):
@@ -37,11 +50,7 @@ class ClusterModal(ModalScreen[RunSettings | None]):
         # One value each: a sweep's lists become the cluster's last value (its first model).
         self.settings = settings.with_values(
             kind="test-round-robin",
-            instances=settings.instances.split(",")[-1].strip(),
-            parallel=settings.parallel.split(",")[-1].strip(),
-            threads=settings.threads.split(",")[-1].strip(),
-            placement=settings.placement.split(",")[-1].strip(),
-            model=settings.model.split("|")[0].strip(),
+            **{s.name: _one(s, getattr(settings, s.name)) for s in _swept_by_cluster()},
         )
 
     def compose(self) -> ComposeResult:

@@ -1,16 +1,21 @@
 """The run form: every setting, checked as it is typed, with what the run will cost.
 
-The form holds the user's text in a `RunSettings` and asks the engine's own checks about it,
-so a mistake gets the same message here as on the command line, before anything starts.
+The form's rows come from the settings registry, and it holds the user's text in a
+`RunSettings` and asks the engine's own checks about it, so a mistake gets the same message
+here as on the command line, before anything starts. The checks build the plan, read the
+model's header for the memory pre-flight and look at paths on disk: they run in a worker a
+moment after the last keystroke, so typing never waits on the disk or NVML.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -28,108 +33,58 @@ from tui_lab.engine.machine.discovery import (
 from tui_lab.engine.machine.preflight import largest
 from tui_lab.engine.plan.config import exposure_warning
 from tui_lab.engine.plan.runs import Plan
+from tui_lab.engine.settings import registry
 from tui_lab.engine.settings.presets import delete_preset, load_presets, save_last, save_preset
-from tui_lab.engine.settings.run_settings import (
-    RELEVANT,
-    RUN_KINDS,
-    RunSettings,
-    build_plan,
-    estimate,
-    field_error,
-    model_entries,
-)
+from tui_lab.engine.settings.registry import Setting
+from tui_lab.engine.settings.run_settings import RunSettings, build_plan, estimate
+from tui_lab.engine.settings.spec import context_of, field_error
+from tui_lab.engine.settings.values import model_entries
 from tui_lab.screens.model_picker import ModelPicker
 
 Field = Input | Select[str] | Checkbox
+# How long typing must pause before the form is checked: the check reads the disk and NVML.
+CHECK_DELAY_S = 0.3
+CHECK_GROUP = "form-check"
 
-GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    (
-        "Run",
-        (
-            ("instances", "Instances"),
-            ("parallel", "Parallel slots"),
-            ("concurrency", "Concurrency"),
-            ("n_predict", "n_predict"),
-            ("threads", "Threads"),
-            ("threads_http", "HTTP threads"),
-            ("placement", "Placement"),
-            ("gpus", "GPUs"),
-            ("batch_size", "Batch size"),
-            ("ubatch_size", "Ubatch size"),
-            ("balance", "Balance"),
-            ("plateau", "Plateau % (stop)"),
-            ("finalists", "Finalists"),
-            ("max_p99_ms", "Max p99 latency ms"),
-            ("max_ttft_ms", "Max p99 TTFT ms"),
-        ),
-    ),
-    (
-        "Load",
-        (
-            ("api", "API"),
-            ("requests", "Requests"),
-            ("requests_per_client", "Requests/client"),
-            ("request_timeout", "Request timeout s"),
-            ("stream", "Stream tokens"),
-            ("allow_eos", "Allow early stop (EOS)"),
-            ("cache_prompt", "Cache the prompt"),
-        ),
-    ),
-    (
-        "Servers",
-        (
-            ("ctx_per_slot", "Context per slot"),
-            ("server_args", "Extra server args"),
-            ("server_dim", "Server-flag dims"),
-            ("ready_timeout", "Ready timeout s"),
-            ("stop_on_error", "Stop the sweep at the first failed cell"),
-            ("upstream_keepalive", "nginx upstream keep-alive"),
-            ("detach", "Detached: the run goes on without this terminal"),
-        ),
-    ),
-    (
-        "Where and how",
-        (
-            ("model", "Model"),
-            ("server_bin", "llama-server"),
-            ("nginx_bin", "nginx"),
-            ("host", "Bind address"),
-            ("base_port", "Base port"),
-            ("nginx_port", "nginx port"),
-            ("results", "Results folder"),
-            ("api_key", "API key"),
-        ),
-    ),
-)
-# The menus' choices; anything else in a preset is reported and replaced by the default.
-CHOICES: dict[str, list[tuple[str, str]]] = {
-    "kind": [(label, kind) for kind, label in RUN_KINDS.items()],
-    "api": [("completion (/completion)", "completion"), ("chat (/v1/chat/completions)", "chat")],
-}
-PLACEHOLDERS = {
-    "threads": "auto (cores split among instances), default, or a number",
-    "placement": "shared, pinned (own cores), spread (own GPU), pinned+spread",
-    "gpus": "all, or GPU numbers like 0,1",
-    "server_dim": "e.g. -fa on|-fa off ; -ctk f16|-ctk q8_0",
-    "threads_http": "default, or a number",
-    "requests": "blank: concurrency x requests/client",
-    "ctx_per_slot": "blank: enough for prompt + n_predict",
-    "server_args": "e.g. --flash-attn on -ngl 99",
-    "model": "blank: the bundled default model; full sweeps: a.gguf|b.gguf",
-    "server_bin": "blank: LLAMA_SERVER_BIN, PATH or the bundled build",
-    "nginx_bin": "blank: NGINX_BIN or PATH",
-    "api_key": "blank: no key",
-    "max_p99_ms": "blank: no bound",
-    "max_ttft_ms": "blank: no bound (needs streaming)",
-}
 # Paths the engine checks only when a run starts; checking them as typed saves a failed start.
 PATH_CHECKS: dict[str, Callable[[str], object]] = {
     "model": lambda text: [check_model(entry) for entry in model_entries(text) if entry],
     "server_bin": find_server,
     "nginx_bin": find_nginx,
 }
-# The fields some kinds ignore: hidden for those kinds so that the form shows what the run uses.
-DIMENSIONS = set().union(*RELEVANT.values())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the checks found in one state of the form: each field's problem, the bind
+    address's warning, and the summary line (the plan's size, or the first problem)."""
+
+    problems: dict[str, str | None]
+    warning: str | None
+    line: str
+    line_is_error: bool
+    runnable: bool
+
+
+def assess(settings: RunSettings) -> Verdict:
+    """Every check of the form, off the event loop: no widget is touched here."""
+    problems = {s.name: _problem(settings, s.name) for s in registry.settings()}
+    listed = [p for p in problems.values() if p]
+    misfit = summary = None
+    try:
+        plan = build_plan(settings)
+        summary = estimate(plan)
+        misfit = _misfit(plan)
+    except LabError as exc:
+        listed.insert(0, str(exc))
+    line = listed[0] if listed else f"{summary}; {misfit}" if misfit else str(summary)
+    return Verdict(
+        problems,
+        exposure_warning(settings.host, settings.api_key),
+        line,
+        line_is_error=bool(listed or misfit),
+        runnable=not listed,
+    )
 
 
 class ConfigureScreen(Screen[RunSettings | None]):
@@ -143,7 +98,12 @@ class ConfigureScreen(Screen[RunSettings | None]):
     def __init__(self, settings: RunSettings) -> None:
         super().__init__()
         self.settings = settings
+        # Kept as built: messages that arrive while the app shuts down find them without a query.
         self._fields: dict[str, Field] = {}
+        self._rows: dict[str, Vertical] = {}
+        self._errors: dict[str, Static] = {}
+        self._estimate = Static(id="estimate")
+        self._run = Button("Run", variant="primary", id="run", compact=True)
         self._presets: dict[str, RunSettings] = {}
 
     def compose(self) -> ComposeResult:
@@ -154,39 +114,39 @@ class ConfigureScreen(Screen[RunSettings | None]):
                 yield Input(placeholder="name to save as", id="preset-name", compact=True)
                 yield Button("Save preset", id="preset-save", compact=True)
                 yield Button("Delete", id="preset-delete", compact=True)
-            for title, names in GROUPS:
-                yield Label(title, classes="group")
-                if title == "Run":
-                    yield self._row("kind", None)
-                for name, label in names:
-                    yield self._row(name, label)
+            group = None
+            for setting in registry.settings():
+                if setting.group != group:
+                    group = setting.group
+                    yield Label(group, classes="group")
+                yield self._row(setting)
         with Horizontal(id="summary"):
-            yield Static(id="estimate")
-            yield Button("Run", variant="primary", id="run", compact=True)
+            yield self._estimate
+            yield self._run
         yield Footer()
 
-    def _field(self, name: str) -> Field:
+    def _field(self, setting: Setting) -> Field:
         """A blank widget for one setting; `_fill` puts the values in."""
         widget: Field
-        if name in CHOICES:
-            widget = Select(CHOICES[name], allow_blank=False, id=name, compact=True)
-        elif isinstance(getattr(self.settings, name), bool):
-            widget = Checkbox(id=name, compact=True)
+        if setting.choices:
+            widget = Select(setting.choices, allow_blank=False, id=setting.name, compact=True)
+        elif setting.is_switch:
+            widget = Checkbox(id=setting.name, compact=True)
         else:
             widget = Input(
-                placeholder=PLACEHOLDERS.get(name, ""),
-                password=name == "api_key",
-                id=name,
+                placeholder=setting.placeholder,
+                password=setting.secret,
+                id=setting.name,
                 compact=True,
             )
         widget.add_class("setting")
-        self._fields[name] = widget
+        self._fields[setting.name] = widget
         return widget
 
-    def _row(self, name: str, label: str | None) -> Vertical:
+    def _row(self, setting: Setting) -> Vertical:
         """The field, its label (the kind's menu entries are labels enough) and its message."""
-        widget = self._field(name)
-        if label is None:
+        widget, name, label = self._field(setting), setting.name, setting.label
+        if not label:
             line = Horizontal(widget, classes="row")
         elif isinstance(widget, Checkbox):
             widget.label = label
@@ -196,60 +156,64 @@ class ConfigureScreen(Screen[RunSettings | None]):
             line = Horizontal(Label(label), widget, browse, classes="row")
         else:
             line = Horizontal(Label(label), widget, classes="row")
-        return Vertical(line, Static(id=f"error-{name}", classes="error"), id=f"field-{name}")
+        self._errors[name] = Static(id=f"error-{name}", classes="error")
+        self._rows[name] = Vertical(line, self._errors[name], id=f"field-{name}")
+        return self._rows[name]
 
     def on_mount(self) -> None:
         self._reload_presets()
         self._fill(self.settings)
-        self._check()
+        self._check_soon(delay=0)
         self.set_focus(self._fields["kind"], scroll_visible=False)
 
     def _fill(self, settings: RunSettings) -> None:
         """Show `settings`; a kind or API the menus do not offer is reported, then defaulted."""
-        for name in CHOICES:
-            if problem := field_error(settings, name):
+        for setting in registry.settings():
+            if setting.choices and (problem := field_error(settings, setting.name)):
                 self.notify(problem, severity="error", timeout=10)
-                settings = settings.with_values(**{name: getattr(RunSettings(), name)})
+                settings = settings.with_values(**{setting.name: setting.default})
         for name, widget in self._fields.items():
             widget.value = getattr(settings, name)
 
     def _current(self) -> RunSettings:
-        return RunSettings(**{name: widget.value for name, widget in self._fields.items()})
+        # Every menu has allow_blank=False: a value is never Select.BLANK.
+        values = {name: cast(str | bool, widget.value) for name, widget in self._fields.items()}
+        return RunSettings(**values)
 
     @on(Input.Changed, ".setting")
     @on(Select.Changed, ".setting")
     @on(Checkbox.Changed, ".setting")
     def _changed(self) -> None:
-        self._check()
+        self._show_rows_for(self._current().kind)
+        self._check_soon()
 
-    def _check(self) -> bool:
-        """Mark every bad field, show the plan's size or its first problem; True when runnable."""
+    def _show_rows_for(self, kind: str) -> None:
+        """Only the rows this kind of run reads: the others are hidden, and not checked."""
+        context = context_of(kind)
+        for setting in registry.settings():
+            if setting.kinds is not None:
+                self._rows[setting.name].display = setting.reads(context)
+
+    @work(exclusive=True, group=CHECK_GROUP)
+    async def _check_soon(self, delay: float = CHECK_DELAY_S) -> None:
+        """Check the form once typing pauses: a newer keystroke cancels this one's wait."""
+        await asyncio.sleep(delay)
         settings = self._current()
-        for name in DIMENSIONS:
-            self.query_one(f"#field-{name}").display = name in RELEVANT[settings.kind]
-        problems = [p for name in self._fields if (p := self._mark(settings, name))]
-        misfit = None
-        try:
-            plan = build_plan(settings)
-            summary = estimate(plan)
-            misfit = _misfit(settings, plan)
-        except LabError as exc:
-            problems.insert(0, str(exc))
-        line = self.query_one("#estimate", Static)
-        _show(line, problems[0] if problems else summary + (f"; {misfit}" if misfit else ""))
-        line.set_class(bool(problems or misfit), "-error")
-        self.query_one("#run", Button).disabled = bool(problems)
-        return not problems
+        self._show(settings, await asyncio.to_thread(assess, settings))
 
-    def _mark(self, settings: RunSettings, name: str) -> str | None:
-        problem = _problem(settings, name)
-        self._fields[name].set_class(problem is not None, "-invalid")
-        warning = exposure_warning(settings.host, settings.api_key) if name == "host" else None
-        error = self.query_one(f"#error-{name}", Static)
-        _show(error, problem or warning or "")
-        error.set_class(problem is None and warning is not None, "-warning")
-        error.display = bool(problem or warning)
-        return problem
+    def _show(self, settings: RunSettings, verdict: Verdict) -> None:
+        """Mark every bad field, show the plan's size or its first problem."""
+        self._show_rows_for(settings.kind)
+        for name, problem in verdict.problems.items():
+            self._fields[name].set_class(problem is not None, "-invalid")
+            warning = verdict.warning if name == "host" else None
+            error = self._errors[name]
+            _update(error, problem or warning or "")
+            error.set_class(problem is None and warning is not None, "-warning")
+            error.display = bool(problem or warning)
+        _update(self._estimate, verdict.line)
+        self._estimate.set_class(verdict.line_is_error, "-error")
+        self._run.disabled = not verdict.runnable
 
     @on(Input.Submitted, ".setting")
     def _next_field(self) -> None:
@@ -257,12 +221,17 @@ class ConfigureScreen(Screen[RunSettings | None]):
         self.focus_next()
 
     @on(Button.Pressed, "#run")
-    def action_run(self) -> None:
-        # Re-check now: a key typed just before ctrl+s may not have been checked yet.
-        if not self._check():
+    async def action_run(self) -> None:
+        # Check now: a key typed just before ctrl+s may not have been checked yet.
+        self.workers.cancel_group(self, CHECK_GROUP)
+        settings = self._current()
+        verdict = await asyncio.to_thread(assess, settings)
+        if not self.is_current:  # pressed twice: the first one has dismissed the form
+            return
+        self._show(settings, verdict)
+        if not verdict.runnable:
             self.app.bell()
             return
-        settings = self._current()
         try:
             save_last(settings)
         except LabError as exc:
@@ -329,13 +298,13 @@ class ConfigureScreen(Screen[RunSettings | None]):
             self._fields["model"].focus()
 
 
-def _show(static: Static, text: str) -> None:
+def _update(static: Static, text: str) -> None:
     """Every update lays the whole screen out again; a keystroke usually changes no message."""
     if static.content != text:
         static.update(text)
 
 
-def _misfit(settings: RunSettings, plan: Plan) -> str | None:
+def _misfit(plan: Plan) -> str | None:
     """The memory pre-flight of the run's largest layout, when it does not fit (such cells are
     skipped, so the run may still be worth starting). Nothing when the model cannot be read:
     its field says why."""

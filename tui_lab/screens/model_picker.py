@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from tui_lab.engine.settings.presets import DEFAULT_SEARCH_DEPTH, find_model_candidates
+from tui_lab.engine.machine.discovery import DEFAULT_SEARCH_DEPTH, find_model_candidates
 
 MAX_SEARCH_DEPTH = 9  # deeper, and a big ~/Downloads turns the search into a disk scan
 

@@ -1,4 +1,5 @@
-"""Finding the real parts: llama-server, nginx and a model, and checking a model before use.
+"""Finding the real parts: llama-server, nginx and a model, checking a model before use, and
+searching the usual folders for model files (the model picker).
 
 The user's own build always wins over the bundled CPU build, because a GPU box's build is the
 one whose figures matter.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -17,6 +19,16 @@ from tui_lab.engine.errors import LabError
 GGUF_MAGIC = b"GGUF"
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 LOCAL_BUILD_DIR = Path("llama.cpp") / "build" / "bin"
+# Where people and LM Studio keep models; a relative folder is the one the lab is started in.
+MODEL_FOLDERS = (
+    "models",
+    "~/models",
+    "~/Models",
+    "~/Downloads",
+    "/models",
+    "~/.lmstudio/models",
+    "~/.cache/lm-studio/models",
+)
 
 
 def find_server(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -111,3 +123,44 @@ def find_model(explicit: str | os.PathLike[str] | None = None) -> Path:
         assemble(str(partial))
         partial.replace(target)
     return check_model(target)
+
+
+DEFAULT_SEARCH_DEPTH = 3
+
+
+def find_model_candidates(max_depth: int = DEFAULT_SEARCH_DEPTH) -> list[Path]:
+    """GGUF files in the usual model folders, for the model picker.
+
+    The walk stops `max_depth` folders below each root and skips hidden and unreadable
+    folders, so a large ~/Downloads costs a fraction of a second, not a full disk scan.
+    """
+    found: dict[tuple[int, int], Path] = {}
+    roots = [Path(folder).expanduser() for folder in MODEL_FOLDERS]
+    files = [p for root in roots for p in _ggufs(root, max_depth)]
+    default = default_model_path()
+    if default.is_file():
+        files.append(default)
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        # (device, inode): ~/models and ~/Models are one folder on a case-insensitive disk
+        found.setdefault((stat.st_dev, stat.st_ino), path.absolute())
+    return sorted(found.values())
+
+
+def _ggufs(folder: Path, depth: int) -> Iterator[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                if depth > 0 and not entry.name.startswith("."):
+                    yield from _ggufs(Path(entry.path), depth - 1)
+            elif entry.name.lower().endswith(".gguf") and entry.is_file():
+                yield Path(entry.path)
+        except OSError:
+            continue

@@ -1,7 +1,5 @@
-"""One typed configuration for every surface, validated in one place.
-
-The CLI, the TUI form and preset files all build a `LabConfig` through these functions, so the
-same bad input gets the same one-line `LabError` wherever it was typed.
+"""The plan's types (layouts, cells, client load, the lab's configuration) and the llama-server
+command line built from them. Settings are parsed into these in engine/settings/.
 """
 
 from __future__ import annotations
@@ -11,9 +9,6 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
-
-from tui_lab.engine.errors import LabError
-from tui_lab.engine.processes.ports import MAX_PORT
 
 Balance = Literal["round_robin", "least_conn"]
 Api = Literal["completion", "chat"]
@@ -43,132 +38,6 @@ DEFAULT_BASE_PORT = 8100
 DEFAULT_NGINX_PORT = 8000
 
 
-def parse_int_list(text: str, name: str, *, allow_default: bool = False) -> tuple[int | None, ...]:
-    """Parse `1,2,4` into (1, 2, 4); `default` (when allowed) becomes None, meaning "leave unset".
-
-    Rejects what users mistype (`1,,x`, `0`, `-4`, empty) with a message naming the option, since
-    a sweep that silently drops a value wastes an hour of the user's box.
-    """
-    raw = text.strip()
-    if not raw:
-        raise LabError(f"--{name}: empty list; give values like 1,2,4")
-    values: list[int | None] = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            raise LabError(f"--{name}: empty item in {text!r}; give values like 1,2,4")
-        if allow_default and item.lower() == "default":
-            values.append(None)
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            hint = " or 'default'" if allow_default else ""
-            raise LabError(f"--{name}: {item!r} is not a whole number{hint}") from None
-        if value < 1:
-            raise LabError(f"--{name}: {value} is below 1")
-        values.append(value)
-    if len(set(values)) != len(values):
-        raise LabError(f"--{name}: {text!r} repeats a value")
-    return tuple(values)
-
-
-def parse_positive_ints(text: str, name: str) -> tuple[int, ...]:
-    """Like `parse_int_list` for dimensions that have no "unset" value."""
-    return tuple(v for v in parse_int_list(text, name) if v is not None)
-
-
-def parse_balances(text: str) -> tuple[Balance, ...]:
-    """Parse `round_robin,least_conn` (hyphens accepted) into balancing methods."""
-    out: list[Balance] = []
-    for item in text.split(","):
-        name = item.strip().replace("-", "_")
-        if name not in BALANCES:
-            raise LabError(f"--balance: {item.strip()!r} is not one of round_robin, least_conn")
-        out.append(name)  # type: ignore[arg-type]
-    return tuple(out)
-
-
-def parse_threads(text: str, name: str = "threads") -> tuple[Threads, ...]:
-    """`1,2,auto,default`: counts, the even split of the cores, or llama-server's default."""
-    words: dict[str, Threads] = {"auto": "auto", "default": None}
-    values: list[Threads] = []
-    for item in text.split(","):
-        word = item.strip().lower()
-        if word in words:
-            values.append(words[word])
-            continue
-        try:
-            count = int(word)
-        except ValueError:
-            raise LabError(
-                f"--{name}: {item.strip()!r} is not a whole number, auto or default"
-            ) from None
-        if count < 1:
-            raise LabError(f"--{name}: {count} is below 1")
-        values.append(count)
-    if len(set(values)) != len(values):
-        raise LabError(f"--{name}: {text!r} repeats a value")
-    return tuple(values)
-
-
-def parse_placements(text: str) -> tuple[Placement, ...]:
-    """`shared,pinned` (also `spread`, `pinned+spread`) into placements, in the given order."""
-    out: list[Placement] = []
-    for item in text.split(","):
-        name = item.strip().lower().replace(" ", "")
-        name = "pinned+spread" if name == "spread+pinned" else name
-        if name not in PLACEMENTS:
-            raise LabError(f"--placement: {item.strip()!r} is not one of {', '.join(PLACEMENTS)}")
-        out.append(name)  # type: ignore[arg-type]
-    if len(set(out)) != len(out):
-        raise LabError(f"--placement: {text!r} repeats a value")
-    return tuple(out)
-
-
-def parse_gpus(text: str) -> tuple[int, ...] | None:
-    """`all` (None: whatever NVML sees) or NVML indices `0,2` as nvidia-smi numbers them."""
-    if text.strip().lower() in ("", "all"):
-        return None
-    values: list[int] = []
-    for item in text.split(","):
-        try:
-            value = int(item.strip())
-        except ValueError:
-            raise LabError(f"--gpus: {item.strip()!r} is not a GPU number (or 'all')") from None
-        if value < 0:
-            raise LabError(f"--gpus: {value} is not a GPU number (they count from 0)")
-        values.append(value)
-    if len(set(values)) != len(values):
-        raise LabError(f"--gpus: {text!r} repeats a GPU")
-    return tuple(values)
-
-
-def require_at_least(value: int, minimum: int, name: str) -> int:
-    if value < minimum:
-        raise LabError(f"--{name}: {value} is below {minimum}")
-    return value
-
-
-def check_port(port: int, name: str) -> int:
-    if not 1 <= port <= MAX_PORT:
-        raise LabError(f"--{name}: {port} is not a TCP port (1-{MAX_PORT})")
-    return port
-
-
-def check_host(host: str) -> str:
-    """Only literal addresses or localhost: a hostname typo must not bind something unexpected."""
-    if host == "localhost":
-        return host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise LabError(
-            f"--host: {host!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
-        ) from None
-    return host
-
-
 def exposure_warning(host: str, api_key: str | None) -> str | None:
     """Beyond loopback the servers and nginx are on the network; say so wherever it is chosen,
     louder without an API key. None for loopback, and for hosts check_host will refuse anyway."""
@@ -184,14 +53,6 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
     if api_key:
         return f"listening on {where}: reachable from the network, clients need the API key"
     return f"listening on {where} without an API key: anyone who can reach this machine can use it"
-
-
-def check_extra_args(args: tuple[str, ...]) -> tuple[str, ...]:
-    """Extra arguments go to execve as a list; a newline could still corrupt logs and state."""
-    for arg in args:
-        if "\n" in arg or "\0" in arg:
-            raise LabError(f"--server-args: {arg!r} contains a newline or NUL byte")
-    return args
 
 
 CTX_FLAGS = ("-c", "--ctx-size")

@@ -11,7 +11,6 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,10 @@ import platformdirs
 import tomli_w
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.machine.discovery import default_model_path
 from tui_lab.engine.settings.run_settings import RunSettings
 
 CONFIG_ENV = "LLAMALAB_CONFIG"
 PRESET_NAME = re.compile(r"[A-Za-z0-9_\- ]+")
-# Where people and LM Studio keep models; a relative folder is the one the lab is started in.
-MODEL_FOLDERS = (
-    "models",
-    "~/models",
-    "~/Models",
-    "~/Downloads",
-    "/models",
-    "~/.lmstudio/models",
-    "~/.cache/lm-studio/models",
-)
 
 
 def config_dir() -> Path:
@@ -196,44 +184,3 @@ def _write(path: Path, data: dict[str, Any]) -> None:
             raise
     except OSError as exc:
         raise LabError(f"{path}: cannot write ({exc.strerror})") from None
-
-
-DEFAULT_SEARCH_DEPTH = 3
-
-
-def find_model_candidates(max_depth: int = DEFAULT_SEARCH_DEPTH) -> list[Path]:
-    """GGUF files in the usual model folders, for the model picker.
-
-    The walk stops `max_depth` folders below each root and skips hidden and unreadable
-    folders, so a large ~/Downloads costs a fraction of a second, not a full disk scan.
-    """
-    found: dict[tuple[int, int], Path] = {}
-    roots = [Path(folder).expanduser() for folder in MODEL_FOLDERS]
-    files = [p for root in roots for p in _ggufs(root, max_depth)]
-    default = default_model_path()
-    if default.is_file():
-        files.append(default)
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        # (device, inode): ~/models and ~/Models are one folder on a case-insensitive disk
-        found.setdefault((stat.st_dev, stat.st_ino), path.absolute())
-    return sorted(found.values())
-
-
-def _ggufs(folder: Path, depth: int) -> Iterator[Path]:
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir():
-                if depth > 0 and not entry.name.startswith("."):
-                    yield from _ggufs(Path(entry.path), depth - 1)
-            elif entry.name.lower().endswith(".gguf") and entry.is_file():
-                yield Path(entry.path)
-        except OSError:
-            continue
