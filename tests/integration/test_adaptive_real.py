@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_real import llamalab, ports
+from tests.helpers import llamalab, ports
 from tui_lab.engine.events import CellFinished, Event, PlanRevised
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, adaptive_sweep, full_sweep

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,25 +15,11 @@ import openai
 import psutil
 import pytest
 
+from tests.helpers import llamalab, ports
 from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.results.reader import read_rows
 
 pytestmark = pytest.mark.integration
-
-
-def llamalab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tui_lab.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-        check=False,
-    )
-
-
-def ports(lab: LabConfig) -> list[str]:
-    return ["--base-port", str(lab.base_port), "--nginx-port", str(lab.nginx_port)]
 
 
 def test_cli_full_sweep_writes_results_with_real_figures(lab: LabConfig, tmp_path: Path) -> None:

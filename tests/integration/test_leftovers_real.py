@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port_block
-from tests.integration.test_cli_real import llamalab
+from tests.helpers import llamalab
 from tui_lab.app import LabApp
 from tui_lab.engine.processes.leftovers import REGISTRY, find_leftovers
+from tui_lab.engine.processes.ports import free_port_block
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.choice_modal import ChoiceModal
 

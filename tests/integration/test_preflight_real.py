@@ -15,11 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port_block
 from tui_lab.engine.load.client import LoadSpec, run_load
 from tui_lab.engine.machine.preflight import check
 from tui_lab.engine.plan.config import Layout, server_argv
 from tui_lab.engine.processes.instance import ServerInstance, control_session
+from tui_lab.engine.processes.ports import free_port_block
 
 pytestmark = pytest.mark.integration
 

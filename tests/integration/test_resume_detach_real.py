@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.test_cli_real import llamalab, ports
+from tests.helpers import llamalab, ports
 from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.sweeps import detached

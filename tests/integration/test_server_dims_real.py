@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_real import llamalab, ports
+from tests.helpers import llamalab, ports
 from tui_lab.engine.plan.config import LabConfig
 from tui_lab.engine.processes.placement import machine_topology
 from tui_lab.engine.results.reader import read_rows

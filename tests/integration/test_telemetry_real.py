@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port_block
 from tui_lab.engine.events import Event, InstanceTelemetry
 from tui_lab.engine.load.client import LoadSpec, run_load
 from tui_lab.engine.plan.config import Layout, server_argv
 from tui_lab.engine.processes.instance import ServerInstance, control_session
+from tui_lab.engine.processes.ports import free_port_block
 from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -15,13 +14,6 @@ from tui_lab.messages import EngineEvents
 from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.widgets.log_pane import LogPane
 from tui_lab.widgets.throughput_plot import ThroughputPlot
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "config"
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(home))
-    return home
 
 
 async def test_print_with_flush_inside_the_app_does_not_break_textuals_own_flush() -> None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from textual.widgets import DataTable
 
-from tests.conftest import free_port_block
+from tests.helpers import settings, six_cell_sweep, states, wait_for
 from tui_lab.app import LabApp
 from tui_lab.engine.processes import standing_cluster
-from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.choice_modal import ChoiceModal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.help import HelpScreen
@@ -23,43 +20,6 @@ from tui_lab.widgets.instance_table import InstanceTable
 from tui_lab.widgets.log_pane import LogPane
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "config"
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(home))
-    return home
-
-
-def settings(tmp_path: Path, **changes: str) -> RunSettings:
-    base = free_port_block(9)
-    values = {
-        "kind": "test-concurrent",
-        "instances": "2",
-        "parallel": "2",
-        "concurrency": "2",
-        "n_predict": "8",
-        "threads": "1",
-        "base_port": str(base),
-        "nginx_port": str(base + 8),
-        "results": str(tmp_path / "results"),
-    }
-    values.update(changes)
-    return RunSettings(**values)
-
-
-async def wait_for(pilot: object, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.2)  # type: ignore[attr-defined]
-
-
-def states(app: LabApp, owner: str) -> dict[str, str]:
-    table = app.dashboard.query_one(InstanceTable)
-    return {k: table.cell(k, "state") for k, i in table.rows_info.items() if i.state.owner == owner}
 
 
 async def test_r_starts_the_cluster_a_completion_passes_and_r_stops_it(tmp_path: Path) -> None:
@@ -107,18 +67,6 @@ async def test_s_runs_the_configured_test_and_writes_results(tmp_path: Path) -> 
         await pilot.press("l")  # the log of the selected (first) row
         await wait_for(pilot, lambda: app.dashboard.query_one(LogPane).line_count > 0, 10)
         await pilot.press("q")
-
-
-def six_cell_sweep(tmp_path: Path) -> RunSettings:
-    """Long enough to act on mid-run: six cells on one small server."""
-    return settings(
-        tmp_path,
-        kind="sweep-round-robin",
-        instances="1",
-        parallel="1",
-        concurrency="1,2,3,4,5,6",
-        requests="4",
-    )
 
 
 async def test_x_cancels_a_sweep_keeping_finished_cells(tmp_path: Path) -> None:

@@ -11,62 +11,18 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, OptionList, Static
 
+from tests.helpers import START, Harness, settle, type_into, widget_text
 from tui_lab.engine.machine.discovery import GGUF_MAGIC
 from tui_lab.engine.settings import registry
-from tui_lab.engine.settings.run_settings import RunSettings, cluster_layout
+from tui_lab.engine.settings.run_settings import cluster_layout
 from tui_lab.screens import configure
 from tui_lab.screens.cluster_modal import ClusterModal
-from tui_lab.screens.configure import CHECK_GROUP, ConfigureScreen
+from tui_lab.screens.configure import ConfigureScreen
 from tui_lab.screens.model_picker import GgufTree, ModelPicker
-
-START = RunSettings(model="")  # blank model: no machine-specific path in snapshots
-
-
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "config"
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(folder))
-    return folder
-
-
-class Harness(App[None]):
-    """Pushes the form and keeps what it was dismissed with."""
-
-    def __init__(self, settings: RunSettings = START) -> None:
-        super().__init__()
-        self.settings = settings
-        self.results: list[RunSettings | None] = []
-
-    def on_mount(self) -> None:
-        self.push_screen(ConfigureScreen(self.settings), callback=self.results.append)
-
-
-def widget_text(pilot: Pilot[None], selector: str) -> str:
-    return str(pilot.app.screen.query_one(selector, Static).content)
 
 
 def run_disabled(pilot: Pilot[None]) -> bool:
     return pilot.app.screen.query_one("#run", Button).disabled
-
-
-async def settle(pilot: Pilot[None]) -> None:
-    """Wait for the form's check: it runs in a worker once typing pauses."""
-    await pilot.pause()
-    for _ in range(200):
-        if not any(w.group == CHECK_GROUP and not w.is_finished for w in pilot.app.workers):
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("the form's check did not finish")
-
-
-async def type_into(pilot: Pilot[None], field: str, text: str) -> None:
-    """Focus a field as tab would clear it (start of line, delete to the end), type, and wait
-    for the check."""
-    pilot.app.screen.query_one(f"#{field}", Input).focus()
-    await pilot.pause()
-    await pilot.press("ctrl+a", "ctrl+k", *text)
-    await settle(pilot)
 
 
 async def submit(pilot: Pilot[None], *keys: str) -> None:

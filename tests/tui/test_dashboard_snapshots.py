@@ -8,38 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui.test_widgets import machine_sample, sample
+from tests.helpers import machine_sample, quiet_app, sample
 from tui_lab.app import LabApp
 from tui_lab.engine.events import Event, ProcessState
-from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.messages import EngineEvents
 from tui_lab.screens.choice_modal import ChoiceModal, leftovers_modal, quit_modal
 from tui_lab.widgets import instance_table
 from tui_lab.widgets.throughput_plot import ThroughputPlot
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
-
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "results"
-
-
-def quiet_app() -> LabApp:
-    app = LabApp(RunSettings(model="", results=str(DATA)), telemetry_interval_s=3600)
-
-    async def no_telemetry() -> None:
-        return None
-
-    app.collector.run = no_telemetry  # type: ignore[method-assign]
-    return app
 
 
 def feed(app: LabApp) -> None:

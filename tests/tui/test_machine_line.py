@@ -3,12 +3,10 @@ detailed as the width allows, and "-" where NVML gave no utilisation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from textual.widgets import Label
 
-from tests.tui.test_dashboard_snapshots import quiet_app
+from tests.helpers import quiet_app
 from tui_lab.engine.events import MachineTelemetry
 from tui_lab.engine.telemetry.gpu_probe import GpuSample
 from tui_lab.messages import EngineEvents
@@ -16,11 +14,6 @@ from tui_lab.screens.dashboard import machine_line
 
 GiB = 1024**3
 HEAD = "CPU 12%  RAM 10.0G/64.0G"
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
 
 
 def machine(*gpus: tuple[float | None, int, int]) -> MachineTelemetry:

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from textual.app import App, ComposeResult
 
-from tests.tui.test_dashboard_snapshots import quiet_app
+from tests.helpers import quiet_app
 from tui_lab.engine.events import ProcessState
 from tui_lab.engine.settings.presets import save_preset
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.results import ResultsScreen
 from tui_lab.widgets.instance_table import InstanceTable
 from tui_lab.widgets.log_pane import LogPane
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
 
 
 def notices(app: App[None]) -> list[str]:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.test_app_keys import (  # noqa: F401
-    config_home,
+from tests.helpers import (
     settings,
     six_cell_sweep,
     states,

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port_block
+from tui_lab.engine.processes.ports import free_port_block
 from tui_lab.engine.settings.presets import save_last
 from tui_lab.engine.settings.run_settings import RunSettings
 

@@ -8,35 +8,11 @@ from pathlib import Path
 
 from textual.app import App, ComposeResult
 
-from tui_lab.engine.events import CellStarted, InstanceTelemetry, MachineTelemetry, ProcessState
+from tests.helpers import machine_sample, sample
+from tui_lab.engine.events import CellStarted, ProcessState
 from tui_lab.widgets.instance_table import InstanceTable, human_bytes
 from tui_lab.widgets.log_pane import LogPane
 from tui_lab.widgets.throughput_plot import ThroughputPlot
-
-
-def sample(index: int, pid: int, **changes: object) -> InstanceTelemetry:
-    values: dict[str, object] = {
-        "role": "server",
-        "index": index,
-        "pid": pid,
-        "time": time.monotonic(),
-        "alive": True,
-        "cpu_percent": 150.0,
-        "rss_bytes": 300 * 1024 * 1024,
-        "threads": 12,
-        "gpu_memory_bytes": None,
-        "gpu_reason": "no NVIDIA GPU: NVML library not found",
-        "slots_busy": 2,
-        "slots_total": 4,
-        "requests_processing": 2,
-        "requests_deferred": 0,
-        "tokens_predicted_total": 1234,
-        "tokens_per_s": 87.5,
-        "requests_served": 57,
-        "answering": True,
-    }
-    values.update(changes)
-    return InstanceTelemetry(**values)  # type: ignore[arg-type]
 
 
 def started_earlier(table: InstanceTable, key: str, seconds: float) -> None:
@@ -267,12 +243,6 @@ async def test_log_pane_tails_a_growing_file(tmp_path: Path) -> None:
             fh.write("second line\npartial")
         await pilot.pause(0.8)
         assert pane.lines[-1] == "second line"
-
-
-def machine_sample(time: float, tokens_per_s: float | None) -> MachineTelemetry:
-    return MachineTelemetry(
-        time, 10.0, 1 << 30, 8 << 30, 0, None, (), "no GPU", False, tokens_per_s
-    )
 
 
 async def test_plot_history_stays_bounded() -> None:

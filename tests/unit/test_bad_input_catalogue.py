@@ -13,7 +13,7 @@ import psutil
 import pytest
 from textual.widgets import Button, Input
 
-from tests.tui.test_configure import Harness, type_into, widget_text
+from tests.helpers import Harness, type_into, widget_text
 from tui_lab.app import LabApp
 from tui_lab.cli import main as cli
 from tui_lab.engine.settings.presets import load_presets

@@ -20,7 +20,7 @@ from benchmarks.gpu_check.summary import (
     read_samples,
 )
 from benchmarks.gpu_check.zero_model import rebuild, write_header
-from tests.unit.test_preflight import write_model
+from tests.helpers import write_model
 from tui_lab.engine.machine.gguf_header import read_model, tensor_data_span
 
 

@@ -8,12 +8,11 @@ import time
 from pathlib import Path
 
 import gguf
-import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import free_port_block
 from tests.fake_gpus import FakeGpu, GiB, install, no_nvml
+from tests.helpers import write_model
 from tui_lab.cli import main as cli
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Notice
@@ -31,6 +30,7 @@ from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, single
 from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.processes.gpu_placement import place
+from tui_lab.engine.processes.ports import free_port_block
 from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
@@ -40,32 +40,6 @@ MiB = 1024 * 1024
 # The small model: 4 layers, 8 query heads of 32 (embedding 256), 2 KV heads, 1000 tokens.
 # Tensor data: F32 64x32 = 8192 B, F16 100 = 200 B, Q8_0 64 elements = 2 blocks x 34 B = 68 B.
 WEIGHTS = 8192 + 200 + 68
-
-
-def write_model(path: Path, *, head_count_kv: object = 2, key_value: bool = False) -> Path:
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(4)
-    writer.add_head_count(8)
-    if isinstance(head_count_kv, list):
-        writer.add_array("llama.attention.head_count_kv", head_count_kv)
-    else:
-        writer.add_head_count_kv(head_count_kv)
-    writer.add_embedding_length(256)
-    writer.add_context_length(2048)
-    if key_value:
-        writer.add_key_length(64)
-        writer.add_value_length(48)
-    writer.add_token_list([f"t{i}" for i in range(1000)])
-    writer.add_tensor("a", np.zeros((64, 32), dtype=np.float32))
-    writer.add_tensor("b", np.zeros(100, dtype=np.float16))
-    writer.add_tensor(
-        "c", np.zeros((1, 68), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0
-    )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Label
 
-from tests.tui.test_configure import Harness, settle, type_into, widget_text
+from tests.helpers import Harness, settle, type_into, widget_text
 from tui_lab.cli import main as cli
 from tui_lab.cli import parser
 from tui_lab.engine.settings import presets, registry
