@@ -13,7 +13,7 @@ from typing import Literal
 Balance = Literal["round_robin", "least_conn"]
 Api = Literal["completion", "chat"]
 BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn")
-# How many compute threads an instance runs (engine/placement.py): a count, "auto" (the
+# How many compute threads an instance runs (engine/processes/placement.py): a count, "auto" (the
 # physical cores split among the instances), or None for llama-server's own default.
 Threads = int | Literal["auto"] | None
 Placement = Literal["shared", "pinned", "spread", "pinned+spread"]
@@ -148,7 +148,7 @@ def server_argv(
 
     `--parallel` is always passed: without it llama-server switches to a unified KV cache with
     different semantics. A `--ctx-size` / `--parallel` in the user's extra arguments wins.
-    `threads` is this instance's resolved count (engine/placement.py); without it an explicit
+    `threads` is this instance's resolved count (engine/processes/placement.py); without it an explicit
     count in the layout is used, else llama-server chooses.
     """
     if threads is None and isinstance(layout.threads, int):

@@ -14,7 +14,7 @@ behind the same slots. The search spends its time where the answer can be:
    per layout matters at a plateau, where neighbouring cells differ by less than probe noise.
 
 The answer is the fastest full cell within the bounds. This module is pure logic: the driver
-(engine/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
+(engine/sweeps/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The adaptive sweep's driver: the search (engine/search.py) picks the cells, PlanRunner
+"""The adaptive sweep's driver: the search (engine/plan/search.py) picks the cells, PlanRunner
 measures them.
 
 So an adaptive run reuses servers, emits events and writes rows exactly as a full sweep does,
