@@ -5,8 +5,8 @@ flight), a GPU box's (an H200 serves a small model from 32-64 instances). The TU
 headless through Textual's `run_test` at 120x40: layout and rendering run, nothing reaches a
 terminal) gets the events a real run sends: N ready instances (watched by its telemetry every
 second) and one RequestDone per finished request, from N x 64 clients of our load generator
-running in the load thread (engine/load/load_thread.py: its own thread and event loop, records handed
-to the app's loop in batches), as a real run's cells do. The load is one client group per
+running in the load thread (engine/load/load_thread.py: its own thread and event loop, records
+handed to the app's loop in batches), as a real run's cells do. The load is one client group per
 instance, where a run sends one to nginx: the same requests, more record batches. The servers
 are in-process fake llama-servers (benchmarks/fake_farm.py) in a separate process on the other
 core, each answering after --delay seconds, so C in flight make about C / delay requests/s; real

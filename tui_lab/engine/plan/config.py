@@ -148,8 +148,8 @@ def server_argv(
 
     `--parallel` is always passed: without it llama-server switches to a unified KV cache with
     different semantics. A `--ctx-size` / `--parallel` in the user's extra arguments wins.
-    `threads` is this instance's resolved count (engine/processes/placement.py); without it an explicit
-    count in the layout is used, else llama-server chooses.
+    `threads` is this instance's resolved count (engine/processes/placement.py); without it an
+    explicit count in the layout is used, else llama-server chooses.
     """
     if threads is None and isinstance(layout.threads, int):
         threads = layout.threads

@@ -102,7 +102,7 @@ class ManagedProcess:
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
-        self.cpus = cpus  # CPU affinity, set in the child before exec (engine/processes/placement.py)
+        self.cpus = cpus  # CPU affinity, set in the child before exec (processes/placement.py)
         self.on_exit = on_exit
         self.stopping = False
         self._proc: asyncio.subprocess.Process | None = None
