@@ -29,6 +29,7 @@ from tui_lab.commands import PresetCommands, ResultsCommands
 from tui_lab.engine import lab
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event, RunFinished
+from tui_lab.engine.processes.cluster import Cluster
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.processes.standing_cluster import ClusterState
@@ -120,9 +121,9 @@ class LabApp(App[None]):
     def on_mount(self) -> None:
         self._catch_hangup()
         self.set_interval(FRAME_S, self._flush_events)
-        self.run_worker(self.collector.run(), group="telemetry", exit_on_error=False)
+        self._collect_telemetry()
         self._poll_cluster()
-        self.run_worker(self._offer_to_stop_leftovers(), exit_on_error=False)
+        self._offer_to_stop_leftovers()
         self._rejoin_detached()
         if self.startup_problem:
             self.notify(self.startup_problem, severity="error", timeout=15)
@@ -148,6 +149,11 @@ class LabApp(App[None]):
         for sig in HANGUP_SIGNALS:
             loop.remove_signal_handler(sig)
 
+    @work(group="telemetry")
+    async def _collect_telemetry(self) -> None:
+        await self.collector.run()
+
+    @work(group="leftovers")
     async def _offer_to_stop_leftovers(self) -> None:
         found = await asyncio.to_thread(find_leftovers)
         if not found:
@@ -331,9 +337,10 @@ class LabApp(App[None]):
         if message.process.owner != "run" or cluster is None:
             self.notify("only a running test's servers restart in place", severity="warning")
             return
-        self.run_worker(self._restart(cluster, message.process.index), exit_on_error=False)
+        self._restart(cluster, message.process.index)
 
-    async def _restart(self, cluster: Any, index: int) -> None:
+    @work(group="restart")
+    async def _restart(self, cluster: Cluster, index: int) -> None:
         try:
             async with control_session() as session:
                 await cluster.restart_instance(index, session)

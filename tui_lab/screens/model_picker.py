@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -57,10 +57,8 @@ class ModelPicker(ModalScreen[Path | None]):
         if event.value.isdigit() and int(event.value) <= MAX_SEARCH_DEPTH:
             self._search(int(event.value))
 
-    def _search(self, depth: int) -> None:
-        self.run_worker(self._find(depth), group="search", exclusive=True, exit_on_error=False)
-
-    async def _find(self, depth: int) -> None:
+    @work(group="search", exclusive=True)
+    async def _search(self, depth: int) -> None:
         """The walk touches the disk, maybe a slow one: keep it off the event loop."""
         paths = await asyncio.to_thread(find_model_candidates, depth)
         found = self.query_one("#found", OptionList)
