@@ -17,9 +17,9 @@ HELP = """\
 | `x` | cancel the run (servers stopped, finished cells kept) |
 | `r` | start / stop the round-robin cluster for outside clients |
 | `k` | restart the selected instance |
-| `l` | show the selected process's log |
+| `l` | show the selected process's log (under 100 columns in the plot's place; `l` again: plot) |
 | `v` | results: every cell, best highlighted, plots; `R` resumes the sweep |
-| `ctrl+p` | command palette: every action by name |
+| `ctrl+p` | command palette: every action, preset and results file by name |
 | `q` | quit (asks about a running cluster) |
 
 Figures come from the processes themselves: `-` means not measured (yet), never zero.
