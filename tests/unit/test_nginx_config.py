@@ -56,7 +56,18 @@ def test_worker_connections_stay_above_twice_the_concurrency() -> None:
     assert worker_connections(4096) > 2 * 4096
 
 
-@pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
+def test_session_balance_hashes_the_header_consistently_and_spreads_requests_without_it(
+    tmp_path: Path,
+) -> None:
+    text = render(_spec(tmp_path, balance="session", session_header="X-OpenWebUI-Chat-Id"))
+    assert "hash $llamalab_session consistent;" in text
+    assert "map $http_x_openwebui_chat_id $llamalab_session {" in text
+    assert '"" $request_id;' in text  # no header: unique per request, so spread, not funnelled
+    assert "default $http_x_openwebui_chat_id;" in text
+    assert "$llamalab_session" not in render(_spec(tmp_path))
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn", "session"])
 def test_real_nginx_accepts_the_config(tmp_path: Path, nginx_bin: Path, balance: str) -> None:
     spec = _spec(
         tmp_path, balance=balance, max_concurrency=2048, api_key="k-123", upstream_keepalive=True

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-Balance = Literal["round_robin", "least_conn"]
+Balance = Literal["round_robin", "least_conn", "session"]
 Api = Literal["completion", "chat"]
-BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn")
+BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn", "session")
+DEFAULT_SESSION_HEADER = "X-Session-Id"
 # How many compute threads an instance runs (engine/processes/placement.py): a count, "auto" (the
 # physical cores split among the instances), or None for llama-server's own default.
 Threads = int | Literal["auto"] | None
@@ -241,6 +242,7 @@ class LabConfig:
     ready_timeout_s: float = 300.0
     continue_on_error: bool = True
     upstream_keepalive: bool = False  # see nginx_config.ProxySpec for why it is off by default
+    session_header: str = DEFAULT_SESSION_HEADER  # what `--balance session` keys on
 
     def with_ports(self, base_port: int, nginx_port: int) -> LabConfig:
         return replace(self, base_port=base_port, nginx_port=nginx_port)

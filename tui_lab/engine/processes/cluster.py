@@ -85,6 +85,7 @@ class Cluster:
             max_concurrency=self.spec.max_concurrency,
             api_key=self.lab.api_key,
             upstream_keepalive=self.lab.upstream_keepalive,
+            session_header=self.lab.session_header,
         )
         return NginxProxy(self.lab.nginx_bin, proxy_spec, self.emit)
 

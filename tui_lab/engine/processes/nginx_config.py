@@ -1,9 +1,15 @@
 """The nginx configuration of the round-robin proxy, rendered from typed values.
 
 Round robin is nginx's default (the original article's `round-robin;` is not a directive);
-`least_conn` is the alternative. Buffering is off so streamed tokens pass at once, upstream
-connections are kept alive, and every path lives in the lab's own run folder so nothing in
-/etc/nginx or /var/lib/nginx is touched.
+`least_conn` is the alternative, and `session` keeps a conversation on one instance, where
+llama-server's per-slot prompt cache holds its history: nginx's `hash` on the session header,
+`consistent` (ketama), so adding or losing an instance moves only its share of sessions. A
+request without the header is keyed on nginx's `$request_id`, unique per request: traffic that
+sends no header is spread over the instances, never funnelled to one.
+
+Buffering is off so streamed tokens pass at once, upstream connections are kept alive, and
+every path lives in the lab's own run folder so nothing in /etc/nginx or /var/lib/nginx is
+touched.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.plan.config import Balance
+from tui_lab.engine.plan.config import DEFAULT_SESSION_HEADER, Balance
 
 MIN_WORKER_CONNECTIONS = 1024
 # With upstream keep-alive: idle connections kept per llama-server. Each pins one of its HTTP
@@ -38,6 +44,13 @@ class ProxySpec:
     # that failed half the requests and marked every server down (max_fails). Worth turning on
     # only for non-streaming loads, where it saves a loopback connect per request.
     upstream_keepalive: bool = False
+    session_header: str = DEFAULT_SESSION_HEADER  # what `session` balancing keys on
+
+
+def header_variable(header: str) -> str:
+    """nginx's variable for a request header: `X-Session-Id` is `$http_x_session_id`. The name
+    was checked when the settings were parsed (settings/values.py: letters, digits and '-')."""
+    return "$http_" + header.lower().replace("-", "_")
 
 
 def worker_connections(max_concurrency: int) -> int:
@@ -70,7 +83,17 @@ def render(spec: ProxySpec) -> str:
         f"fail_timeout={spec.fail_timeout_s}s;"
         for h, p in spec.upstreams
     )
-    method = "        least_conn;\n" if spec.balance == "least_conn" else ""
+    method = session_map = ""
+    if spec.balance == "least_conn":
+        method = "        least_conn;\n"
+    elif spec.balance == "session":
+        method = "        hash $llamalab_session consistent;\n"
+        session_map = (
+            f"    map {header_variable(spec.session_header)} $llamalab_session {{\n"
+            '        "" $request_id;\n'
+            f"        default {header_variable(spec.session_header)};\n"
+            "    }\n"
+        )
     temp = "\n".join(
         f"    {kind}_temp_path {quote(str(run / 'nginx-temp' / kind))};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -110,7 +133,7 @@ http {{
 {temp}
     client_max_body_size 64m;
     client_body_buffer_size 1m;
-
+{session_map}
     upstream llama {{
 {method}{servers}
 {pool}    }}

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.plan import search
-from tui_lab.engine.plan.config import DEFAULT_BASE_PORT, DEFAULT_HOST, DEFAULT_NGINX_PORT
+from tui_lab.engine.plan.config import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_HOST,
+    DEFAULT_NGINX_PORT,
+    DEFAULT_SESSION_HEADER,
+)
 from tui_lab.engine.settings import values as v
 
 RUN_KINDS: dict[str, str] = {
@@ -294,10 +299,10 @@ SETTINGS: tuple[Setting, ...] = (
         kinds=PROXIED,
         cluster=True,
         lists_in=FULL,
-        help="round_robin or least_conn",
+        help="round_robin, least_conn or session (the same session header, the same instance)",
         section="cell",
         commands=RUNS | {"cluster"},
-        command_help={"sweep": "list (full): round_robin,least_conn", "cluster": None},
+        command_help={"sweep": "list (full): round_robin,least_conn,session", "cluster": None},
     ),
     Setting(
         "plateau",
@@ -563,6 +568,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Where and how",
         help="results folder (default %(default)s)",
         section="results",
+    ),
+    Setting(
+        "session_header",
+        DEFAULT_SESSION_HEADER,
+        "Session header",
+        "Where and how",
+        v.header_name,
+        help="the request header --balance session keys on (default %(default)s)",
+        commands=RUNS | {"cluster"},
     ),
     Setting(
         "api_key",

@@ -294,6 +294,7 @@ def lab_config(settings: RunSettings | RunSpec, *, need_nginx: bool) -> LabConfi
         ready_timeout_s=spec.ready_timeout,
         continue_on_error=not spec.stop_on_error,
         upstream_keepalive=spec.upstream_keepalive,
+        session_header=spec.session_header,
     )
 
 

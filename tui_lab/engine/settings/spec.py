@@ -63,6 +63,7 @@ class RunSpec:
     base_port: int
     nginx_port: int
     results: str
+    session_header: str
     api_key: str
 
 

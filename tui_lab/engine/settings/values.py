@@ -63,12 +63,12 @@ def optional_ints(text: str, name: str) -> tuple[int | None, ...]:
 
 
 def parse_balances(text: str, name: str = "balance") -> tuple[Balance, ...]:
-    """Parse `round_robin,least_conn` (hyphens accepted) into balancing methods."""
+    """Parse `round_robin,least_conn,session` (hyphens accepted) into balancing methods."""
     out: list[Balance] = []
     for item in text.split(","):
         method = item.strip().replace("-", "_")
         if method not in BALANCES:
-            raise LabError(f"--{name}: {item.strip()!r} is not one of round_robin, least_conn")
+            raise LabError(f"--{name}: {item.strip()!r} is not one of {', '.join(BALANCES)}")
         out.append(method)
     return tuple(out)
 
@@ -216,6 +216,13 @@ def check_host(host: str, name: str = "host") -> str:
 def check_api_key(text: str, name: str = "api-key") -> str:
     if text and not text.replace("-", "").replace("_", "").isalnum():
         raise LabError(f"--{name}: use letters, digits, '-' and '_' only")
+    return text
+
+
+def header_name(text: str, name: str = "session-header") -> str:
+    """An HTTP header name nginx can key on (`$http_...`): letters, digits and '-'."""
+    if not text or not text.replace("-", "").isalnum() or not text.isascii():
+        raise LabError(f"--{name}: {text!r} is not a header name (letters, digits and '-')")
     return text
 
 
