@@ -2,6 +2,11 @@
 
 A sweep can run for hours and die with the box (OOM killer, a reboot), so every finished cell is
 flushed and fsynced before the next one starts: what was measured is never lost.
+
+A write that fails (a full disk, a folder made read-only or removed mid-run) is one line naming
+the file, as a `LabError`: the run stops its servers and ends, and the rows before it stay
+readable. Each row goes to the JSONL first, the CSV second, so a failure between the two leaves
+the JSONL ahead, which is what `append_to` repairs when `sweep resume` goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +29,18 @@ from tui_lab.engine.results.reader import (
     read_meta,
     read_rows,
 )
+
+
+class ResultsWriteError(LabError):
+    """Writing a results file failed; the rows already written are intact."""
+
+
+def _write_failed(path: Path, exc: OSError, jsonl: Path) -> ResultsWriteError:
+    reason = exc.strerror or str(exc)
+    return ResultsWriteError(
+        f"cannot write the results to {path}: {reason}; the rows before are kept, and "
+        f"`llamalab sweep resume {jsonl}` goes on from them once that is fixed"
+    )
 
 
 def make_results_folder(folder: Path) -> None:
@@ -63,13 +80,17 @@ class ResultsWriter:
             "config": dict(config),
             "machine": dict(machine),
         }
-        # Mode "x": two sweeps started in the same second must not share (and garble) files.
-        with self.meta_path.open("x", encoding="utf-8") as meta_file:
-            json.dump(meta, meta_file, indent=2, default=str)
-            meta_file.write("\n")
-            _sync(meta_file)
-        self._open("x", columns=None)
-        _sync_dir(folder)
+        self._failed = False
+        try:
+            # Mode "x": two sweeps started in the same second must not share (and garble) files.
+            with self.meta_path.open("x", encoding="utf-8") as meta_file:
+                json.dump(meta, meta_file, indent=2, default=str)
+                meta_file.write("\n")
+                _sync(meta_file)
+            self._open("x", columns=None)
+            _sync_dir(folder)
+        except OSError as exc:
+            raise LabError(f"--results: cannot write to {folder}: {exc.strerror or exc}") from None
 
     @classmethod
     def append_to(cls, meta_path: Path) -> ResultsWriter:
@@ -78,6 +99,7 @@ class ResultsWriter:
         files agree again before anything new is appended."""
         meta = read_meta(meta_path)
         writer = cls.__new__(cls)
+        writer._failed = False
         writer.stem = meta_path.name.removesuffix(".meta.json")
         writer.meta_path = meta_path
         writer.csv_path = meta_path.with_name(str(meta["csv"]))
@@ -105,26 +127,45 @@ class ResultsWriter:
 
     def write(self, row: Row) -> None:
         """Append one cell's row to both files and force it to disk before returning."""
-        self._write_csv(row)
-        self._jsonl_file.write(json.dumps(dict(row), ensure_ascii=False, default=str) + "\n")
-        _sync(self._jsonl_file)
-        _sync(self._csv_file)
+        self._check_columns(row)
+        line = json.dumps(dict(row), ensure_ascii=False, default=str) + "\n"
+        path = self.jsonl_path
+        try:
+            self._jsonl_file.write(line)
+            _sync(self._jsonl_file)
+            path = self.csv_path
+            self._write_csv(row)
+            _sync(self._csv_file)
+        except OSError as exc:
+            self._failed = True
+            raise _write_failed(path, exc, self.jsonl_path) from None
 
-    def _write_csv(self, row: Row) -> None:
-        if self._columns is None:
-            self._columns = tuple(row)
-            self._csv.writerow(self._columns)
-        elif set(row) != set(self._columns):
+    def _check_columns(self, row: Row) -> None:
+        if self._columns is not None and set(row) != set(self._columns):
             missing = sorted(set(self._columns) - set(row))
             extra = sorted(set(row) - set(self._columns))
             raise ValueError(
                 f"row keys differ from the CSV header: missing {missing}, extra {extra}"
             )
+
+    def _write_csv(self, row: Row) -> None:
+        self._check_columns(row)
+        if self._columns is None:
+            self._columns = tuple(row)
+            self._csv.writerow(self._columns)
         self._csv.writerow(_csv_cell(row[column]) for column in self._columns)
 
     def close(self) -> None:
-        self._csv_file.close()
-        self._jsonl_file.close()
+        """Close both files; a failure to flush is reported unless a write already was."""
+        problem: ResultsWriteError | None = None
+        for file, path in ((self._jsonl_file, self.jsonl_path), (self._csv_file, self.csv_path)):
+            try:
+                file.close()
+            except OSError as exc:
+                problem = problem or _write_failed(path, exc, self.jsonl_path)
+        if problem is not None and not self._failed:
+            self._failed = True
+            raise problem
 
     def __enter__(self) -> ResultsWriter:
         return self
