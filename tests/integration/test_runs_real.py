@@ -182,3 +182,26 @@ async def test_a_model_path_with_spaces_and_quotes_works_through_nginx(
         plan, replace(lab, model=odd), LOAD, events.append, run_dir, None
     ).run()
     assert_real_figures(outcome.rows[0], 8)
+
+
+async def test_with_the_prompt_cache_on_the_same_prompt_twice_is_served_from_the_cache(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """The servers' own accounting, raw per request and derived per cell: one client on one
+    slot sends the same prompt three times, so each after the first finds it cached."""
+    load = replace(LOAD, cache_prompt=True, requests_per_client=3)
+    outcome, events, _ = await run(concurrent(1, 1, load, OPTS), lab, tmp_path, load)
+    (row,) = outcome.rows
+    assert_real_figures(row, 8)
+    records = sorted(
+        (e.record for e in events if isinstance(e, RequestDone)), key=lambda r: r.index
+    )
+    assert len(records) == 3
+    first, second, _ = records
+    assert second.cached_tokens is not None and second.cached_tokens > 0
+    assert second.prefill_tokens is not None and second.prefill_tokens < first.prompt_tokens
+    assert all(r.prefill_ms is not None and r.decode_ms is not None for r in records)
+    assert isinstance(row["cache_hit_rate"], float) and 0 < row["cache_hit_rate"] < 1
+    assert row["cached_prompt_tokens"] == sum(r.cached_tokens or 0 for r in records)
+    assert isinstance(row["prefill_tok_per_s"], float) and row["prefill_tok_per_s"] > 0
+    assert isinstance(row["decode_tok_per_s"], float) and row["decode_tok_per_s"] > 0

@@ -56,6 +56,20 @@ async def test_instance_rows_follow_state_and_telemetry_by_pid() -> None:
         assert cell(table, "run-server-0", "tps") == "87.5"
 
 
+async def test_kv_cache_use_and_deferred_requests_show_past_the_uptime() -> None:
+    async with Harness().run_test() as pilot:
+        table = pilot.app.query_one(InstanceTable)
+        table.apply_state(ProcessState("server", 0, 8100, 42, "ready"))
+        table.apply_telemetry(sample(0, 42, requests_deferred=3))
+        # This build exports no KV-cache gauge: unknown, not 0%.
+        assert (cell(table, "run-server-0", "kv"), cell(table, "run-server-0", "deferred")) == (
+            "-",
+            "3",
+        )
+        table.apply_telemetry(sample(0, 42, kv_cache_usage=0.375))
+        assert cell(table, "run-server-0", "kv") == "38%"
+
+
 async def test_columns_widen_for_wider_figures_and_keep_their_width() -> None:
     async with Harness().run_test() as pilot:
         table = pilot.app.query_one(InstanceTable)

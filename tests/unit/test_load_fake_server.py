@@ -50,6 +50,19 @@ async def test_completion_stream_times_each_content_chunk() -> None:
         assert list(r.chunk_times) == sorted(r.chunk_times)
 
 
+async def test_the_servers_timings_reach_each_record_and_missing_ones_stay_none() -> None:
+    # The fake reports prompt_n and predicted_n only: no cache count, no phase times.
+    async with FakeLlamaServer(prompt_tokens=9) as server:
+        result = await run_load(spec(server, stream=True))
+    for r in result.records:
+        assert (r.prefill_tokens, r.cached_tokens, r.prefill_ms, r.decode_ms) == (
+            9,
+            None,
+            None,
+            None,
+        )
+
+
 async def test_chat_uses_usage_counts_and_max_tokens() -> None:
     async with FakeLlamaServer(prompt_tokens=11) as server:
         result = await run_load(spec(server, api="chat", n_predict=3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tui_lab.engine.load.server_metrics import _parse_exposition, parse_metrics
+from tui_lab.engine.load.server_metrics import _parse_exposition, kv_cache_usage, parse_metrics
 
 LLAMA_SERVER = """# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
 # TYPE llamacpp:prompt_tokens_total counter
@@ -38,3 +38,10 @@ def test_labels_or_timestamps_go_to_the_exposition_parser() -> None:
         "llamacpp:requests_processing 2 1700000000000\n"
     )
     assert parse_metrics(text) == {"http_requests_total": 7.0, "llamacpp:requests_processing": 2.0}
+
+
+def test_kv_cache_use_is_read_where_exported_and_unknown_when_nan_or_absent() -> None:
+    assert kv_cache_usage(parse_metrics(LLAMA_SERVER)) is None  # NaN before any request
+    assert kv_cache_usage(parse_metrics("llamacpp:kv_cache_usage_ratio 0.375\n")) == 0.375
+    # This repository's build exports no such gauge (its /metrics, trimmed):
+    assert kv_cache_usage(parse_metrics("llamacpp:requests_deferred 0\n")) is None

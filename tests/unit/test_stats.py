@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,3 +159,35 @@ def test_errors_cannot_be_changed_after_the_fact() -> None:
     summary = summarize([rec(error="timeout")], 1.0)
     with pytest.raises(TypeError):
         summary.errors["timeout"] = 5  # type: ignore[index]
+
+
+def cached(
+    r: RequestRecord, hits: int, evaluated: int, prefill_ms: float, decode_ms: float
+) -> RequestRecord:
+    return replace(
+        r, cached_tokens=hits, prefill_tokens=evaluated, prefill_ms=prefill_ms, decode_ms=decode_ms
+    )
+
+
+def test_cache_and_phase_figures_from_the_servers_accounting() -> None:
+    # 100 prompt tokens, 75 of them cached: 25 evaluated in 50 ms; then 40 prompt tokens, none
+    # cached, all 40 evaluated in 150 ms. Decode: 10 tokens in 100 ms, 10 in 400 ms.
+    first = cached(rec(out=10, prompt=100), 75, 25, 50.0, 100.0)
+    second = cached(rec(out=10, prompt=40), 0, 40, 150.0, 400.0)
+    s = summarize([first, second, rec(error="timeout")], wall_s=1.0)
+    assert s.cached_prompt_tokens == 75
+    assert s.cache_hit_rate == pytest.approx(75 / 140)
+    assert s.prefill_tok_per_s == pytest.approx(65 / 0.2)  # 65 tokens in 200 ms
+    assert s.decode_tok_per_s == pytest.approx(20 / 0.5)
+    flat = s.to_flat_dict()
+    assert flat["cache_hit_rate"] == s.cache_hit_rate and "decode_tok_per_s" in flat
+    assert set(RunSummary.flat_keys()) == set(flat)
+
+
+def test_a_server_that_reports_no_accounting_gives_none_not_zero() -> None:
+    s = summarize([rec(), rec(index=1)], wall_s=1.0)
+    assert (s.cached_prompt_tokens, s.cache_hit_rate) == (None, None)
+    assert (s.prefill_tok_per_s, s.decode_tok_per_s) == (None, None)
+    # Only the requests that report a cache count enter its rate.
+    s = summarize([cached(rec(prompt=10), 5, 5, 10.0, 10.0), rec(prompt=90)], wall_s=1.0)
+    assert s.cache_hit_rate == pytest.approx(0.5)

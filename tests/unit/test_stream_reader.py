@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tui_lab.engine.load.client import _Attempt, _StreamReader
+from tui_lab.engine.load.client import _Attempt, _BodyReader, _StreamReader
 
 
 def sse(events: list[object], end: bytes = b"\n\n") -> bytes:
@@ -86,3 +86,54 @@ def test_crlf_comments_and_a_missing_last_blank_line_are_still_read() -> None:
     assert figures(read("completion", stream)) == (None, 3, 7, 3)
     unfinished = sse(completion(3))[:-1]  # the last event's blank line never came
     assert figures(read("completion", unfinished)) == (None, 3, 7, 3)
+
+
+# The final objects as this repository's llama-server build writes them (trimmed), the second
+# of two identical requests with cache_prompt on: 12 of 17 prompt tokens came from the cache.
+TIMINGS = {"cache_n": 12, "prompt_n": 5, "prompt_ms": 158.947, "predicted_n": 8}
+TIMINGS |= {"predicted_ms": 463.381, "prompt_per_second": 31.457}
+COMPLETION_FINAL = {"content": "", "stop": True, "tokens_predicted": 8, "tokens_evaluated": 17}
+COMPLETION_FINAL |= {"tokens_cached": 24, "timings": TIMINGS}
+CHAT_USAGE = {"completion_tokens": 8, "prompt_tokens": 39, "total_tokens": 47}
+CHAT_USAGE |= {"prompt_tokens_details": {"cached_tokens": 34}}
+CHAT_TIMINGS = TIMINGS | {"cache_n": 34, "prompt_n": 5, "prompt_ms": 62.676}
+
+
+def accounting(attempt: _Attempt) -> tuple[object, ...]:
+    c = attempt.counts
+    return (c.output_tokens, c.prompt_tokens, c.cached_tokens, c.prefill_tokens, c.prefill_ms,
+            c.decode_ms)  # fmt: skip
+
+
+def test_a_completion_streams_timings_read_raw_cache_n_not_tokens_cached() -> None:
+    events = [*completion(8)[:-1], COMPLETION_FINAL]
+    stream = sse(events)
+    expected = (8, 17, 12, 5, 158.947, 463.381)
+    assert accounting(read("completion", stream)) == expected
+    bytewise = read("completion", *(stream[i : i + 1] for i in range(len(stream))))
+    assert accounting(bytewise) == expected
+
+
+def test_a_chat_stream_reads_timings_from_its_last_chunk() -> None:
+    events: list[object] = [{"choices": [{"index": 0, "delta": {"content": "t"}}]}] * 8
+    events.append({"choices": [], "usage": CHAT_USAGE, "timings": CHAT_TIMINGS})
+    attempt = read("chat", sse(events) + b"data: [DONE]\n\n")
+    assert accounting(attempt) == (8, 39, 34, 5, 62.676, 463.381)
+
+
+def test_whole_bodies_of_both_apis_give_the_same_accounting() -> None:
+    reader = _BodyReader("completion")
+    reader.feed(json.dumps(COMPLETION_FINAL).encode())
+    assert accounting(reader.result(200)) == (8, 17, 12, 5, 158.947, 463.381)
+    reader = _BodyReader("chat")
+    chat = {"choices": [{"message": {"content": "x"}}], "usage": CHAT_USAGE}
+    reader.feed(json.dumps(chat | {"timings": CHAT_TIMINGS}).encode())
+    assert accounting(reader.result(200)) == (8, 39, 34, 5, 62.676, 463.381)
+
+
+def test_a_server_without_timings_leaves_them_unknown_not_zero() -> None:
+    reader = _BodyReader("chat")
+    chat = {"choices": [{"message": {"content": "x"}}], "usage": CHAT_USAGE}
+    reader.feed(json.dumps(chat).encode())  # only the OpenAI-style cached count
+    assert accounting(reader.result(200)) == (8, 39, 34, None, None, None)
+    assert accounting(read("completion", sse(completion(3)))) == (3, 7, None, None, None, None)

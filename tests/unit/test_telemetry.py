@@ -167,6 +167,7 @@ class FakeMetricsServer:
         self.tokens = 0
         self.slots: list[int | None] = [None, None]
         self.mode = "ok"
+        self.kv_usage: float | None = None  # exported only when set, as older builds do
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -204,6 +205,8 @@ class FakeMetricsServer:
             "# TYPE llamacpp:requests_deferred gauge\n"
             "llamacpp:requests_deferred 3\n"
         )
+        if self.kv_usage is not None:
+            text += f"llamacpp:kv_cache_usage_ratio {self.kv_usage}\n"
         return await self._answer(web.Response(text=text))
 
     async def _slots(self, _: web.Request) -> web.Response:
@@ -257,6 +260,7 @@ async def test_server_figures_and_tokens_per_s_from_two_samples(
     first = instance(await collector.sample_once())
     fake_server.tokens = 150
     fake_server.slots = [0, None]  # a request just started: nothing generated yet
+    fake_server.kv_usage = 0.25
     clock[0] += 2.0
     second = instance(await collector.sample_once())
     collector.close()
@@ -267,6 +271,7 @@ async def test_server_figures_and_tokens_per_s_from_two_samples(
     assert second.tokens_per_s == pytest.approx(25.0)
     assert (second.slots_busy, second.slots_total) == (1, 2)
     assert (second.requests_processing, second.requests_deferred) == (1, 3)
+    assert (first.kv_cache_usage, second.kv_cache_usage) == (None, 0.25)
     assert second.alive and second.cpu_percent is not None
     assert second.rss_bytes is not None and second.rss_bytes > 1_000_000
     assert second.threads is not None and second.threads >= 1

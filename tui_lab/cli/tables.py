@@ -21,6 +21,9 @@ SUMMARY_COLUMNS = (
     "requests_per_s",
     "e2el_ms_p50",
     "e2el_ms_p99",
+    "cache_hit_rate",
+    "prefill_tok_per_s",
+    "decode_tok_per_s",
     "error",
 )
 

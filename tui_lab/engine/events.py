@@ -64,6 +64,7 @@ class InstanceTelemetry:
     requests_served: int | None  # finished requests, from the server's log
     answering: bool  # False: the process is gone or its server did not report this round
     owner: ProcessOwner = "run"
+    kv_cache_usage: float | None = None  # 0..1 of the KV cache, where the server exports it
 
     @property
     def activity(self) -> Activity | None:

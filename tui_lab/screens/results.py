@@ -26,15 +26,20 @@ COLUMNS = (
     "output_tok_per_s",
     "requests_per_s",
     "e2el_ms_p99",
+    "cache_hit_rate",
+    "prefill_tok_per_s",
+    "decode_tok_per_s",
     "requests_failed",
     "error",
 )
 FIELD = RANKED_BY
 
 
-def _cell_text(value: object) -> str:
+def _cell_text(value: object, column: str = "") -> str:
     if value is None:
         return "-"
+    if column == "cache_hit_rate" and isinstance(value, float):
+        return f"{value:.0%}"
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
@@ -109,7 +114,7 @@ class ResultsScreen(Screen[None]):
         table.clear()
         for row in self.rows:
             style = self._best_style() if row is best else ""
-            cells = [Text(_cell_text(row.get(c)), style=style) for c in COLUMNS]
+            cells = [Text(_cell_text(row.get(c), c), style=style) for c in COLUMNS]
             table.add_row(*cells, key=str(row.get("cell")))
 
     def _plot(self) -> None:

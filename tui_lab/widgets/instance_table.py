@@ -1,4 +1,6 @@
-"""One row per llama-server and one for nginx: state, slots, requests, CPU, memory, GPU memory.
+"""One row per llama-server and one for nginx: state, slots, requests, CPU, memory, GPU memory,
+and, where the terminal is wide enough for every column, KV-cache use and requests waiting for
+a slot (dropped, not scrolled to, in a narrower one, so 80 columns keep the rest readable).
 
 A line-based widget (Textual's Line API), not a DataTable: DataTable drops its whole render
 cache on any `update_cell` and renders every cell again (~80 us a cell), so with 64 instances a
@@ -41,12 +43,15 @@ COLUMNS = (
     ("rss", "RSS"),
     ("gpu", "GPU mem"),
     ("up", "Up"),
+    ("kv", "KV%"),
+    ("deferred", "Deferred"),
 )
 COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
 STATE_COLUMN = COLUMN_INDEX["state"]
+WIDE_ONLY = frozenset({COLUMN_INDEX["kv"], COLUMN_INDEX["deferred"]})
 # A state's colour is its component class, styled from the theme in DEFAULT_CSS.
 STATES = ("starting", "loading", "ready", "busy", "crashed", "stopped", "not-answering")
-FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu")
+FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu", "kv", "deferred")
 PADDING = 1  # blank cells each side of a value, as DataTable's cell_padding
 
 
@@ -161,6 +166,7 @@ class InstanceTable(ScrollView, can_focus=True):
         self._cells: dict[str, list[str]] = {}
         self._status: dict[str, str] = {}  # the state shown, which picks its colour
         self._widths = [cell_len(label) for _, label in COLUMNS]
+        self._shown = tuple(range(len(COLUMNS)))  # the columns drawn at this width
         self._lines: dict[str, tuple[Strip, Style]] = {}  # row key -> its line, its row style
         self._header: tuple[Strip, Style] | None = None
 
@@ -243,6 +249,7 @@ class InstanceTable(ScrollView, can_focus=True):
         if sample.slots_total is not None:
             slots = f"{sample.slots_busy or 0}/{sample.slots_total}"
         served, tps, cpu = sample.requests_served, sample.tokens_per_s, sample.cpu_percent
+        kv, deferred = sample.kv_cache_usage, sample.requests_deferred
         changed = self._set_state(key, status, status)
         changed |= self._set(key, "slots", slots)
         changed |= self._set(key, "reqs", "-" if served is None else str(served))
@@ -251,6 +258,8 @@ class InstanceTable(ScrollView, can_focus=True):
         changed |= self._set(key, "rss", human_bytes(sample.rss_bytes))
         changed |= self._set(key, "gpu", human_bytes(sample.gpu_memory_bytes))
         changed |= self._set(key, "up", uptime(info.state))
+        changed |= self._set(key, "kv", "-" if kv is None else f"{kv:.0%}")
+        changed |= self._set(key, "deferred", "-" if deferred is None else str(deferred))
         if changed:
             self._row_changed(key)
         info.gpu_reason = sample.gpu_reason
@@ -368,9 +377,23 @@ class InstanceTable(ScrollView, can_focus=True):
         self._lines.clear()
         self._header = None
 
+    def on_resize(self) -> None:
+        self._resize_virtual()
+
     def _resize_virtual(self) -> None:
-        width = sum(self._widths) + 2 * PADDING * len(self._widths)
-        self.virtual_size = Size(width, 1 + len(self._order))
+        every = range(len(COLUMNS))
+        shown = tuple(every)
+        if 0 < self.size.width < self._width_of(shown):
+            shown = tuple(i for i in every if i not in WIDE_ONLY)
+        if shown != self._shown:
+            self._shown = shown
+            self._lines.clear()
+            self._header = None
+            self.refresh()
+        self.virtual_size = Size(self._width_of(shown), 1 + len(self._order))
+
+    def _width_of(self, columns: tuple[int, ...]) -> int:
+        return sum(self._widths[i] for i in columns) + 2 * PADDING * len(columns)
 
     def render_line(self, y: int) -> Strip:
         """Line 0 is the header, kept in place when the rows scroll; both scroll sideways."""
@@ -417,8 +440,9 @@ class InstanceTable(ScrollView, can_focus=True):
     def _line(self, values: list[str], style: Style, state_style: Style | None) -> Strip:
         pad = " " * PADDING
         segments = []
-        for i, (value, width) in enumerate(zip(values, self._widths, strict=True)):
+        for i in self._shown:
+            value, width = values[i], self._widths[i]
             text = f"{pad}{value}{' ' * (width - cell_len(value))}{pad}"
             cell_style = state_style if i == STATE_COLUMN and state_style is not None else style
             segments.append(Segment(text, cell_style))
-        return Strip(segments, sum(self._widths) + 2 * PADDING * len(self._widths))
+        return Strip(segments, self._width_of(self._shown))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 import orjson
@@ -73,6 +73,11 @@ class RequestRecord:
     retries: int  # 503 retries made
     # None when OK; else "http_<status>", "timeout", "connection", "tls_certificate", "bad_response"
     error: str | None
+    # The server's own phase accounting (its `timings`), None where it does not report it.
+    cached_tokens: int | None = None  # prompt tokens reused from the slot's cache
+    prefill_tokens: int | None = None  # prompt tokens it evaluated (not from the cache)
+    prefill_ms: float | None = None  # its time evaluating those
+    decode_ms: float | None = None  # its time generating the output tokens
 
     @property
     def ok(self) -> bool:
@@ -87,13 +92,34 @@ class LoadResult:
     wall_end: float
 
 
+class _Counts(NamedTuple):
+    """What the server says it did for one request, read from its response."""
+
+    output_tokens: int
+    prompt_tokens: int
+    cached_tokens: int | None = None
+    prefill_tokens: int | None = None
+    prefill_ms: float | None = None
+    decode_ms: float | None = None
+
+
+_NO_COUNTS = _Counts(0, 0)  # a failed attempt's
+
+
 @dataclass(frozen=True)
 class _Attempt:
     status: int | None
     error: str | None = None
-    output_tokens: int = 0
-    prompt_tokens: int = 0
+    counts: _Counts = _NO_COUNTS
     chunk_times: tuple[float, ...] = ()
+
+    @property
+    def output_tokens(self) -> int:
+        return self.counts.output_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.counts.prompt_tokens
 
 
 async def run_load(
@@ -181,17 +207,22 @@ async def _request(pool: ConnectionPool, spec: LoadSpec, index: int) -> RequestR
         await asyncio.sleep(spec.retry_delay_s)
         attempt = await _attempt(pool, spec)
     times = attempt.chunk_times
+    counts = attempt.counts
     return RequestRecord(
         index=index,
         start=start,
         end=time.perf_counter(),
         status=attempt.status,
-        output_tokens=attempt.output_tokens,
-        prompt_tokens=attempt.prompt_tokens,
+        output_tokens=counts.output_tokens,
+        prompt_tokens=counts.prompt_tokens,
         first_token=times[0] if times else None,
         chunk_times=times,
         retries=retries,
         error=attempt.error,
+        cached_tokens=counts.cached_tokens,
+        prefill_tokens=counts.prefill_tokens,
+        prefill_ms=counts.prefill_ms,
+        decode_ms=counts.decode_ms,
     )
 
 
@@ -230,7 +261,7 @@ class _BodyReader:
             counts = None
         if counts is None:
             return _Attempt(status, "bad_response")
-        return _Attempt(status, None, *counts)
+        return _Attempt(status, None, counts)
 
 
 _EVENT_GAP = b"\n\ndata: "  # between two events as llama-server writes them
@@ -253,7 +284,7 @@ class _StreamReader:
     def __init__(self, api: Api) -> None:
         self._api = api
         self._times: list[float] = []
-        self._counts: tuple[int, int] | None = None
+        self._counts: _Counts | None = None
         self._rest = b""
         self._error = False
 
@@ -334,8 +365,8 @@ class _StreamReader:
         if counts is None:
             if not self._times:
                 return _Attempt(status, "bad_response")
-            counts = (len(self._times), 0)
-        return _Attempt(status, None, *counts, tuple(self._times))
+            counts = _Counts(len(self._times), 0)
+        return _Attempt(status, None, counts, tuple(self._times))
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
@@ -352,13 +383,37 @@ def _content(api: Api, event: dict[str, Any]) -> bool:
     return bool(choices and (choices[0].get("delta") or {}).get("content"))
 
 
-def _counts(api: Api, obj: dict[str, Any]) -> tuple[int, int] | None:
-    """(output, prompt) tokens as the server counted them, or None when this object has none."""
+def _counts(api: Api, obj: dict[str, Any]) -> _Counts | None:
+    """Tokens and phase times as the server counted them, or None when this object has none."""
     if api == "completion":
         if "tokens_predicted" not in obj:
             return None
-        return int(obj["tokens_predicted"]), int(obj.get("tokens_evaluated", 0))
-    usage = obj.get("usage")
-    if not usage:
-        return None
-    return int(usage["completion_tokens"]), int(usage.get("prompt_tokens", 0))
+        output, prompt = int(obj["tokens_predicted"]), int(obj.get("tokens_evaluated", 0))
+        cached = None
+    else:
+        usage = obj.get("usage")
+        if not usage:
+            return None
+        output, prompt = int(usage["completion_tokens"]), int(usage.get("prompt_tokens", 0))
+        cached = _int((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    timings = obj.get("timings")
+    if not isinstance(timings, dict):
+        return _Counts(output, prompt, cached)
+    # `cache_n` (recent builds) is the server's own count; the OpenAI-style field its copy.
+    cache_n = _int(timings.get("cache_n"))
+    return _Counts(
+        output,
+        prompt,
+        cached if cache_n is None else cache_n,
+        _int(timings.get("prompt_n")),
+        _float(timings.get("prompt_ms")),
+        _float(timings.get("predicted_ms")),
+    )
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

@@ -6,10 +6,17 @@ reaches the user is checked at its source.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 TOKENS_PREDICTED = "llamacpp:tokens_predicted_total"
+REQUESTS_DEFERRED = "llamacpp:requests_deferred"  # waiting for a free slot, right now
+# 1.0 = the whole KV cache in use. Builds of 2024 export it; later ones (this repository's
+# included) dropped it with the KV-cache rework, so it is read where present, never made up.
+KV_CACHE_USAGE = "llamacpp:kv_cache_usage_ratio"
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -37,6 +44,13 @@ def _parse_exposition(text: str) -> dict[str, float]:
         for sample in family.samples:
             out[sample.name] = sample.value
     return out
+
+
+def kv_cache_usage(metrics: Mapping[str, float]) -> float | None:
+    """The share of the KV cache in use, or None: a build without the gauge, or one that
+    writes NaN before its first request."""
+    value = metrics.get(KV_CACHE_USAGE)
+    return None if value is None or math.isnan(value) else value
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

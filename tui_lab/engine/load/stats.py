@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from itertools import pairwise
 from statistics import fmean
 from types import MappingProxyType
+from typing import NamedTuple
 
 from tui_lab.engine.load.client import LoadResult, RequestRecord
 
@@ -28,6 +29,13 @@ _TOTALS = (
     "wall_s",
     "output_tok_per_s",
     "requests_per_s",
+)
+# From the servers' own accounting of each request; None where no request reported it.
+_CACHE_AND_PHASES = (
+    "cached_prompt_tokens",
+    "cache_hit_rate",
+    "prefill_tok_per_s",
+    "decode_tok_per_s",
 )
 
 
@@ -64,6 +72,10 @@ class RunSummary:
     wall_s: float
     output_tok_per_s: float
     requests_per_s: float
+    cached_prompt_tokens: int | None
+    cache_hit_rate: float | None  # cached / prompt tokens of the requests that report a cache
+    prefill_tok_per_s: float | None  # prompt tokens evaluated / the server's prefill time
+    decode_tok_per_s: float | None  # one request's decode speed: its tokens / its decode time
     ttft_ms: Percentiles
     tpot_ms: Percentiles
     itl_ms: Percentiles
@@ -74,11 +86,13 @@ class RunSummary:
     def flat_keys(cls) -> tuple[str, ...]:
         """The columns of `to_flat_dict`, so a failed cell's row can have them all, empty."""
         latency = tuple(f"{name}_{point}" for name in _LATENCIES for point in _POINTS)
-        return (*_TOTALS, *latency, "errors")
+        return (*_TOTALS, *_CACHE_AND_PHASES, *latency, "errors")
 
     def to_flat_dict(self) -> dict[str, object]:
         """One level of scalars, for CSV rows and tables."""
-        flat: dict[str, object] = {name: getattr(self, name) for name in _TOTALS}
+        flat: dict[str, object] = {
+            name: getattr(self, name) for name in (*_TOTALS, *_CACHE_AND_PHASES)
+        }
         for name in _LATENCIES:
             for point in _POINTS:
                 flat[f"{name}_{point}"] = getattr(getattr(self, name), point)
@@ -121,12 +135,45 @@ def summarize(result_records: Sequence[RequestRecord], wall_s: float) -> RunSumm
         wall_s=wall_s,
         output_tok_per_s=output_tokens / wall_s if wall_s > 0 else 0.0,
         requests_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
+        **_cache_and_phases(ok)._asdict(),
         ttft_ms=_ms(ttft),
         tpot_ms=_ms(tpot),
         itl_ms=_ms(itl),
         e2el_ms=_ms([r.end - r.start for r in ok]),
         errors=MappingProxyType(dict(errors)),
     )
+
+
+class _CacheAndPhases(NamedTuple):
+    cached_prompt_tokens: int | None
+    cache_hit_rate: float | None
+    prefill_tok_per_s: float | None
+    decode_tok_per_s: float | None
+
+
+def _cache_and_phases(ok: Sequence[RequestRecord]) -> _CacheAndPhases:
+    """Each figure over the requests that report its inputs, so a server that reports none
+    gives None, never a 0 that reads as "no cache hits". Rates divide summed tokens by summed
+    server time: a request's own speed, weighted by its time, not the cell's throughput."""
+    cached = [(r.cached_tokens, r.prompt_tokens) for r in ok if r.cached_tokens is not None]
+    hits, prompts = sum(c for c, _ in cached), sum(p for _, p in cached)
+    prefill = [
+        (r.prefill_tokens, r.prefill_ms)
+        for r in ok
+        if r.prefill_tokens is not None and r.prefill_ms is not None
+    ]
+    decode = [(r.output_tokens, r.decode_ms) for r in ok if r.decode_ms is not None]
+    return _CacheAndPhases(
+        cached_prompt_tokens=hits if cached else None,
+        cache_hit_rate=hits / prompts if prompts > 0 else None,
+        prefill_tok_per_s=_per_s(prefill),
+        decode_tok_per_s=_per_s(decode),
+    )
+
+
+def _per_s(tokens_ms: Sequence[tuple[int, float]]) -> float | None:
+    ms = sum(m for _, m in tokens_ms)
+    return sum(t for t, _ in tokens_ms) / ms * 1000 if ms > 0 else None
 
 
 def summarize_load(result: LoadResult) -> RunSummary:

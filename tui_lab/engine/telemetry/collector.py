@@ -169,6 +169,7 @@ class TelemetryCollector:
             # nginx has nothing to poll: it answers as long as it runs.
             answering=family.alive and (item.url is None or report is not None),
             owner=item.owner,
+            kv_cache_usage=server.kv_cache_usage,
         )
 
     def _count_requests(self, items: list[Watched]) -> list[int | None]:

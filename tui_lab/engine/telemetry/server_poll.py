@@ -11,7 +11,13 @@ from time import monotonic
 import aiohttp
 import orjson
 
-from tui_lab.engine.load.server_metrics import TOKENS_PREDICTED, auth_headers, scrape
+from tui_lab.engine.load.server_metrics import (
+    REQUESTS_DEFERRED,
+    TOKENS_PREDICTED,
+    auth_headers,
+    kv_cache_usage,
+    scrape,
+)
 
 POLL_TIMEOUT_S = 1.0  # a server slower than this to report is shown as not answering
 # Servers polled at once. All 64 of a GPU box at once made ~128 connections ready together,
@@ -32,6 +38,7 @@ class ServerReport:
     requests_deferred: int | None
     tokens_predicted_total: int | None
     tokens_in_flight: int = 0  # generated so far by requests not yet finished
+    kv_cache_usage: float | None = None  # 0..1; None from builds that do not export it
 
 
 SILENT = ServerReport(0.0, None, None, None, None, None)
@@ -55,9 +62,10 @@ async def poll(
         slots_busy=sum(1 for slot in slots if slot.get("is_processing")),
         slots_total=len(slots),
         requests_processing=_count(metrics, "llamacpp:requests_processing"),
-        requests_deferred=_count(metrics, "llamacpp:requests_deferred"),
+        requests_deferred=_count(metrics, REQUESTS_DEFERRED),
         tokens_predicted_total=_count(metrics, TOKENS_PREDICTED),
         tokens_in_flight=sum(_decoded(slot) for slot in slots if slot.get("is_processing")),
+        kv_cache_usage=kv_cache_usage(metrics),
     )
 
 
