@@ -180,8 +180,8 @@ def build(
         )
     if filler is None:
         raise ValueError(f"the {settings.kind} workload needs the server's tokens")
-    if settings.kind == "multi-turn":
-        return _conversations(settings, filler, rng, output)
+    if settings.kind == "multi-turn":  # a shorter cell (an adaptive probe): the first turns
+        return _first(_conversations(settings, filler, rng, output), requests)
     prefixes = [filler.cut(rng, settings.prefix_tokens) for _ in range(settings.prefix_groups)]
     chains = []
     for i in range(requests):
@@ -214,6 +214,17 @@ def _conversations(
             turns.append(WorkRequest(history, max_tokens, session, think, headers))
             history += (("assistant", filler.cut(rng, max_tokens)),)
         chains.append(tuple(turns))
+    return tuple(chains)
+
+
+def _first(script: Script, requests: int) -> Script:
+    """The script's first `requests` requests, whole chains first, the last one cut short."""
+    chains = []
+    for chain in script:
+        if requests <= 0:
+            break
+        chains.append(chain[:requests])
+        requests -= len(chain)
     return tuple(chains)
 
 
