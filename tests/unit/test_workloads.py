@@ -228,3 +228,16 @@ async def test_the_client_sends_each_chain_in_order_with_its_header() -> None:
         assert [n for s, n in sent if s == session] == [2, 4, 6]  # system + turns so far
     assert all(b["max_tokens"] == 2 for b in server.bodies)
     assert len({s for s, _ in sent}) == 2
+
+
+def test_recorded_settings_rebuild_the_same_workload_as_resume_does(tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    path.write_text('"one"\n"two"\n')
+    for changes in (
+        {"workload": "multi-turn", "sessions": "3", "think_time": "exp(1)", "seed": "4"},
+        {"workload": "file", "workload_file": str(path)},
+    ):
+        settings = RunSettings(kind="sweep-full", **changes)
+        recorded = RunSettings.from_mapping(settings.to_mapping(), "meta")
+        assert build_plan(recorded) == build_plan(settings)
+        assert load_settings(recorded).workload == load_settings(settings).workload

@@ -470,7 +470,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "prefix_tokens",
         "512",
-        "Shared prefix tokens",
+        "Prefix tokens",
         "Workload",
         v.whole_number,
         kinds=EVERY_RUN,
@@ -511,7 +511,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "system_tokens",
         "512",
-        "System prompt tokens",
+        "System tokens",
         "Workload",
         v.count_or_zero,
         kinds=EVERY_RUN,

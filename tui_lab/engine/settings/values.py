@@ -289,7 +289,7 @@ def workload(text: str, name: str) -> WorkloadKind:
     word = text.strip().lower().replace("_", "-")
     if word not in WORKLOADS:
         raise LabError(f"--{name}: {text.strip()!r} is not one of {', '.join(WORKLOADS)}")
-    return word  # type: ignore[return-value]
+    return word
 
 
 def token_length(text: str, name: str) -> Length:
