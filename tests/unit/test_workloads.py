@@ -18,6 +18,7 @@ from tui_lab.engine.load.workloads import (
     build,
     read_requests,
 )
+from tui_lab.engine.settings import presets
 from tui_lab.engine.settings import values as v
 from tui_lab.engine.settings.run_settings import RunSettings, build_plan, load_settings
 
@@ -241,3 +242,10 @@ def test_recorded_settings_rebuild_the_same_workload_as_resume_does(tmp_path: Pa
         recorded = RunSettings.from_mapping(settings.to_mapping(), "meta")
         assert build_plan(recorded) == build_plan(settings)
         assert load_settings(recorded).workload == load_settings(settings).workload
+
+
+def test_a_preset_keeps_the_workload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path))
+    chosen = RunSettings(workload="synthetic", prompt_tokens="normal(500,50,100,900)", seed="9")
+    presets.save_preset("long prompts", chosen)
+    assert presets.load_presets()["long prompts"] == chosen
