@@ -54,6 +54,7 @@ class FakeLlamaServer:
         self.tokens_predicted = 0  # finished requests' tokens, as llama-server counts them
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
+        self.sessions: list[str | None] = []  # each request's X-Session-Id
         self.in_flight = 0
         self.max_in_flight = 0
         self._runner: web.AppRunner | None = None
@@ -94,6 +95,7 @@ class FakeLlamaServer:
         body = await request.json()
         self.bodies.append(body)
         self.auth.append(request.headers.get("Authorization"))
+        self.sessions.append(request.headers.get("X-Session-Id"))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -368,3 +368,30 @@ async def test_typing_never_waits_for_the_plan_and_memory_checks(
         await pilot.press("backspace", "backspace")
         await settle(pilot)
         assert widget_text(pilot, "#estimate") == "8 cells, 4 server layouts, 72 measured requests"
+
+
+async def test_the_workloads_are_offered_and_checked_as_typed() -> None:
+    async with Harness().run_test(size=(80, 24)) as pilot:
+        screen = pilot.app.screen
+        menu = screen.query_one("#workload")
+        assert [value for _, value in registry.setting("workload").choices] == [
+            "fixed", "synthetic", "shared-prefix", "multi-turn", "file"
+        ]  # fmt: skip
+        menu.value = "multi-turn"  # type: ignore[attr-defined]
+        await settle(pilot)
+        await type_into(pilot, "sessions", "3")
+        await type_into(pilot, "turns", "2")
+        assert widget_text(pilot, "#estimate") == "8 cells, 4 server layouts, 48 measured requests"
+        await type_into(pilot, "turns", "0")
+        assert widget_text(pilot, "#error-turns") == "--turns: 0 is below 1"
+        assert run_disabled(pilot)
+        await type_into(pilot, "turns", "2")
+        await type_into(pilot, "prompt_tokens", "uniform(9,3)")
+        assert widget_text(pilot, "#error-prompt_tokens") == (
+            "--prompt-tokens: 'uniform(9,3)': min 9 is above max 3"
+        )
+        await type_into(pilot, "prompt_tokens", "uniform(3,9)")
+        await submit(pilot)
+    assert pilot.app.results[-1] == START.with_values(
+        workload="multi-turn", sessions="3", turns="2", prompt_tokens="uniform(3,9)"
+    )

@@ -13,7 +13,7 @@ import asyncio
 import resource
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
@@ -23,6 +23,7 @@ import httptools
 import orjson
 
 from tui_lab.engine.load.http_connection import ConnectionPool, Target
+from tui_lab.engine.load.workloads import Script, WorkRequest
 from tui_lab.engine.plan.config import Api
 
 # Fixed and about 30 tokens, so prompt processing is small and equal across cells.
@@ -52,6 +53,9 @@ class LoadSpec:
     max_retries: int = 30  # retries of 503 "Loading model" per request
     retry_delay_s: float = 0.5
     api_key: str | None = None  # sent as "Authorization: Bearer ..."
+    # The workload's requests (workloads.build), `requests` of them; None: every request is the
+    # same one, built from the fields above (the fixed workload).
+    script: Script | None = None
 
 
 @dataclass(frozen=True)
@@ -127,23 +131,63 @@ async def run_load(
 ) -> LoadResult:
     """Warm-up requests first (not reported to `on_record`), then the measured ones."""
     _allow_open_sockets(spec.concurrency + _SPARE_FDS)
-    headers = {"Content-Type": "application/json"}
-    if spec.api_key:
-        headers["Authorization"] = f"Bearer {spec.api_key}"
-    path = "/completion" if spec.api == "completion" else "/v1/chat/completions"
-    pool = ConnectionPool(Target.post(spec.url + path, orjson.dumps(_body(spec)), headers))
+    headers = _headers(spec)
+    url = spec.url + _path(spec.api)
+    pool = ConnectionPool(Target.post(url, orjson.dumps(_body(spec)), headers))
+    measured = _same(spec.requests) if spec.script is None else _scripted(spec, url, headers)
     try:
 
-        def send(index: int) -> Awaitable[RequestRecord]:
-            return _request(pool, spec, index)
+        def send(index: int, request: bytes | None) -> Awaitable[RequestRecord]:
+            return _request(pool, spec, index, request)
 
-        warmup = await _phase(send, spec.warmup, spec.concurrency, None)
+        warmup = await _phase(send, _same(spec.warmup), spec.concurrency, None)
         wall_start = time.perf_counter()
-        records = await _phase(send, spec.requests, spec.concurrency, on_record)
+        records = await _phase(send, measured, spec.concurrency, on_record)
         wall_end = time.perf_counter()
     finally:
         pool.close()
     return LoadResult(records, warmup, wall_start, wall_end)
+
+
+def _headers(spec: LoadSpec) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if spec.api_key:
+        headers["Authorization"] = f"Bearer {spec.api_key}"
+    return headers
+
+
+def _path(api: Api) -> str:
+    return "/completion" if api == "completion" else "/v1/chat/completions"
+
+
+# One request as a client sends it: its index, its bytes (None: the pool's own request) and the
+# seconds waited before sending it. A chain is sent in order by one client.
+_Send = tuple[int, bytes | None, float]
+_Chain = Sequence[_Send]
+
+
+def _same(count: int) -> Iterator[_Chain]:
+    """`count` chains of one request each, the pool's own: the fixed workload, lazily."""
+    return (((index, None, 0.0),) for index in range(count))
+
+
+def _scripted(spec: LoadSpec, url: str, headers: dict[str, str]) -> list[_Chain]:
+    """The script's requests as bytes, all built before the measured phase starts, so building
+    them is not timed."""
+    assert spec.script is not None
+    chains: list[_Chain] = []
+    index = 0
+    for chain in spec.script:
+        sends = []
+        for request in chain:
+            own = {**headers, **dict(request.headers)}
+            body = orjson.dumps(_body(spec, request))
+            sends.append((index, Target.post(url, body, own).request, request.think_s))
+            index += 1
+        chains.append(tuple(sends))
+    if index != spec.requests:
+        raise ValueError(f"a script of {index} requests for a load of {spec.requests}")
+    return chains
 
 
 def _allow_open_sockets(needed: int) -> None:
@@ -155,7 +199,10 @@ def _allow_open_sockets(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _body(spec: LoadSpec) -> dict[str, Any]:
+def _body(spec: LoadSpec, request: WorkRequest | None = None) -> dict[str, Any]:
+    """The JSON body: the spec's prompt and n_predict, or those of one workload request."""
+    prompt = spec.prompt if request is None else request.prompt
+    n_predict = spec.n_predict if request is None else request.max_tokens
     common = {
         "temperature": spec.temperature,
         "ignore_eos": spec.ignore_eos,
@@ -163,10 +210,13 @@ def _body(spec: LoadSpec) -> dict[str, Any]:
         "stream": spec.stream,
     }
     if spec.api == "completion":
-        return {"prompt": spec.prompt, "n_predict": spec.n_predict, **common}
+        if not isinstance(prompt, str):
+            raise ValueError("chat messages need the chat API")
+        return {"prompt": prompt, "n_predict": n_predict, **common}
+    turns = (("user", prompt),) if isinstance(prompt, str) else prompt
     body = {
-        "messages": [{"role": "user", "content": spec.prompt}],
-        "max_tokens": spec.n_predict,
+        "messages": [{"role": role, "content": content} for role, content in turns],
+        "max_tokens": n_predict,
         **common,
     }
     if spec.stream:
@@ -175,37 +225,43 @@ def _body(spec: LoadSpec) -> dict[str, Any]:
 
 
 async def _phase(
-    send: Callable[[int], Awaitable[RequestRecord]],
-    count: int,
+    send: Callable[[int, bytes | None], Awaitable[RequestRecord]],
+    chains: Iterable[_Chain],
     concurrency: int,
     on_record: Callable[[RequestRecord], None] | None,
 ) -> tuple[RequestRecord, ...]:
-    """C workers drain one shared iterator: each takes the next index only when its previous
-    request finished, so exactly C requests are in flight until the queue runs dry."""
+    """C workers drain one shared iterator of chains: each takes the next chain only when its
+    previous one finished, and sends a chain's requests in order, each after its think time,
+    so at most C requests are in flight until the queue runs dry."""
     records: dict[int, RequestRecord] = {}
-    indices = iter(range(count))
+    pending = iter(chains)
 
     async def worker() -> None:
-        for index in indices:
-            record = await send(index)
-            records[index] = record
-            if on_record is not None:
-                on_record(record)
+        for chain in pending:
+            for index, request, think_s in chain:
+                if think_s > 0:
+                    await asyncio.sleep(think_s)
+                record = await send(index, request)
+                records[index] = record
+                if on_record is not None:
+                    on_record(record)
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, count)):
+        for _ in range(concurrency):
             group.create_task(worker())
-    return tuple(records[i] for i in range(count))
+    return tuple(records[i] for i in sorted(records))
 
 
-async def _request(pool: ConnectionPool, spec: LoadSpec, index: int) -> RequestRecord:
+async def _request(
+    pool: ConnectionPool, spec: LoadSpec, index: int, request: bytes | None = None
+) -> RequestRecord:
     start = time.perf_counter()
     retries = 0
-    attempt = await _attempt(pool, spec)
+    attempt = await _attempt(pool, spec, request)
     while attempt.status == 503 and retries < spec.max_retries:
         retries += 1
         await asyncio.sleep(spec.retry_delay_s)
-        attempt = await _attempt(pool, spec)
+        attempt = await _attempt(pool, spec, request)
     times = attempt.chunk_times
     counts = attempt.counts
     return RequestRecord(
@@ -226,11 +282,12 @@ async def _request(pool: ConnectionPool, spec: LoadSpec, index: int) -> RequestR
     )
 
 
-async def _attempt(pool: ConnectionPool, spec: LoadSpec) -> _Attempt:
-    """One POST, its failure reduced to a short kind so a sweep keeps going past it."""
+async def _attempt(pool: ConnectionPool, spec: LoadSpec, request: bytes | None) -> _Attempt:
+    """One POST (`request`, else the pool's own), its failure reduced to a short kind so a
+    sweep keeps going past it."""
     reader = _StreamReader(spec.api) if spec.stream else _BodyReader(spec.api)
     try:
-        status = await pool.post(reader.feed, spec.timeout_s)
+        status = await pool.post(reader.feed, spec.timeout_s, request)
     except TimeoutError:  # before OSError, which it is
         return _Attempt(None, "timeout")
     except ssl.SSLCertVerificationError:  # also an OSError, but the fix is the user's trust store

@@ -154,26 +154,30 @@ class ConnectionPool:
         self.target = target
         self._idle: list[HttpConnection] = []
 
-    async def post(self, on_body: BodyCallback, timeout_s: float) -> int:
-        """Send the target's request; its status once the whole response was read.
+    async def post(
+        self, on_body: BodyCallback, timeout_s: float, request: bytes | None = None
+    ) -> int:
+        """Send `request` (to the target's host; else the target's own request); its status
+        once the whole response was read.
 
         Raises TimeoutError past `timeout_s` (connecting included), OSError (ConnectionError
         among them) or httptools.HttpParserError. A kept-alive connection the server closed
         while idle fails before any byte of a response arrives; that request never reached the
         server, so it is sent once more on a new connection rather than reported."""
         deadline = asyncio.get_running_loop().time() + timeout_s
+        request = self.target.request if request is None else request
         conn = self._take_idle()
         reused = conn is not None
         if conn is None:
             conn = await self._connect(deadline)
         try:
             try:
-                return await conn.send(self.target.request, on_body, deadline)
+                return await conn.send(request, on_body, deadline)
             except ConnectionError:
                 if not reused or conn.received:
                     raise
                 conn = await self._connect(deadline)
-                return await conn.send(self.target.request, on_body, deadline)
+                return await conn.send(request, on_body, deadline)
         finally:
             self.release(conn)
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from tui_lab.engine.load.workloads import DEFAULT_SESSION_HEADER, WorkloadSettings
+
 Balance = Literal["round_robin", "least_conn", "session"]
 Api = Literal["completion", "chat"]
 BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn", "session")
-DEFAULT_SESSION_HEADER = "X-Session-Id"
 # How many compute threads an instance runs (engine/processes/placement.py): a count, "auto" (the
 # physical cores split among the instances), or None for llama-server's own default.
 Threads = int | Literal["auto"] | None
@@ -99,9 +100,15 @@ class Layout:
         return self.ctx_size // self.parallel
 
 
-def computed_ctx_size(parallel: int, n_predict: int, ctx_per_slot: int | None = None) -> int:
-    """Context of one server: each slot must hold prompt + n_predict or requests get truncated."""
-    per_slot = ctx_per_slot or _round_up(PROMPT_TOKEN_BUDGET + n_predict, CTX_ROUNDING)
+def computed_ctx_size(
+    parallel: int,
+    n_predict: int,
+    ctx_per_slot: int | None = None,
+    prompt_tokens: int = PROMPT_TOKEN_BUDGET,
+) -> int:
+    """Context of one server: each slot must hold prompt + n_predict or requests get truncated;
+    `prompt_tokens` is the workload's longest prompt (with its template)."""
+    per_slot = ctx_per_slot or _round_up(prompt_tokens + n_predict, CTX_ROUNDING)
     return per_slot * parallel
 
 
@@ -189,11 +196,17 @@ class LoadSettings:
     temperature: float = 0.0
     timeout_s: float = 600.0
     warmup: bool = True
+    workload: WorkloadSettings = field(default_factory=WorkloadSettings)
 
     def requests_for(self, concurrency: int) -> int:
-        return (
+        return self.workload.requests(
             self.requests if self.requests is not None else self.requests_per_client * concurrency
         )
+
+    @property
+    def sent_api(self) -> Api:
+        """The API requests go to: chat wherever the workload sends messages."""
+        return "chat" if self.workload.chat else self.api
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,7 @@ class Cell:
     concurrency: int
     n_predict: int
     requests: int
+    workload: str = "fixed"
 
     def params(self) -> dict[str, object]:
         """The cell's coordinates as result columns, stable across every run kind."""
@@ -224,6 +238,7 @@ class Cell:
             "gpus": None if self.layout.gpus is None else ",".join(map(str, self.layout.gpus)),
             "model": str(self.layout.model) if self.layout.model else None,
             "server_flags": shlex.join(self.layout.server_flags) or None,
+            "workload": self.workload,
         }
 
 

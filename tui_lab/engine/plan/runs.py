@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tui_lab.engine.plan.config import (
+    PROMPT_TOKEN_BUDGET,
     Balance,
     Cell,
     Layout,
@@ -56,6 +57,7 @@ class ServerOptions:
     placement: Placement = "shared"
     gpus: tuple[int, ...] | None = None
     model: Path | None = None
+    prompt_tokens: int = PROMPT_TOKEN_BUDGET  # the workload's longest prompt, sizing the context
 
 
 def _layout(
@@ -85,7 +87,7 @@ def _layout(
     return Layout(
         instances=instances,
         parallel=parallel,
-        ctx_size=computed_ctx_size(parallel, n_predict_max, opts.ctx_per_slot),
+        ctx_size=computed_ctx_size(parallel, n_predict_max, opts.ctx_per_slot, opts.prompt_tokens),
         extra_args=opts.extra_args,
         proxied=proxied,
         **fields,  # type: ignore[arg-type]
@@ -95,13 +97,15 @@ def _layout(
 def _cell(
     layout: Layout, balance: Balance, concurrency: int, n_predict: int, load: LoadSettings
 ) -> Cell:
-    return Cell(layout, balance, concurrency, n_predict, load.requests_for(concurrency))
+    requests = load.requests_for(concurrency)
+    return Cell(layout, balance, concurrency, n_predict, requests, load.workload.kind)
 
 
 def single(load: LoadSettings, opts: ServerOptions) -> Plan:
     """One server, one slot, one client: the baseline every other figure is compared with."""
     layout = _layout(opts, 1, 1, load.n_predict, 1, proxied=False)
-    cell = Cell(layout, "round_robin", 1, load.n_predict, load.requests or 1)
+    requests = load.workload.requests(load.requests or 1)
+    cell = Cell(layout, "round_robin", 1, load.n_predict, requests, load.workload.kind)
     return Plan("test-single", (cell,))
 
 

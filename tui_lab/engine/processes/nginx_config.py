@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.plan.config import DEFAULT_SESSION_HEADER, Balance
+from tui_lab.engine.load.workloads import DEFAULT_SESSION_HEADER
+from tui_lab.engine.plan.config import Balance
 
 MIN_WORKER_CONNECTIONS = 1024
 # With upstream keep-alive: idle connections kept per llama-server. Each pins one of its HTTP

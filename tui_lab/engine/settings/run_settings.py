@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.load.workloads import FileRequest, WorkloadSettings, read_requests
 from tui_lab.engine.machine.discovery import default_model_path, find_model, find_nginx, find_server
 from tui_lab.engine.plan import runs, search
-from tui_lab.engine.plan.config import LabConfig, Layout, LoadSettings, computed_ctx_size
+from tui_lab.engine.plan.config import (
+    PROMPT_TOKEN_BUDGET,
+    LabConfig,
+    Layout,
+    LoadSettings,
+    computed_ctx_size,
+)
 from tui_lab.engine.plan.runs import Plan, ServerOptions
 from tui_lab.engine.processes import placement
 from tui_lab.engine.processes.ports import check_port_layout
@@ -143,7 +150,8 @@ def search_settings(settings: RunSettings | RunSpec) -> search.SearchSettings:
     )
 
 
-def _server_options(spec: RunSpec) -> ServerOptions:
+def _server_options(spec: RunSpec, load: LoadSettings | None = None) -> ServerOptions:
+    """`load`, when the run has clients: its workload's longest prompt sizes the slots."""
     sweeps_threads = _sweeps(spec, "threads")
     return ServerOptions(
         threads=None if sweeps_threads else spec.threads[0],
@@ -153,6 +161,9 @@ def _server_options(spec: RunSpec) -> ServerOptions:
         placement="shared" if _sweeps(spec, "placement") else spec.placement[0],
         gpus=spec.gpus,
         model=_models(spec)[0],
+        prompt_tokens=load.workload.prompt_budget(max(spec.n_predict))
+        if load
+        else PROMPT_TOKEN_BUDGET,
     )
 
 
@@ -167,6 +178,31 @@ def load_settings(settings: RunSettings | RunSpec) -> LoadSettings:
         ignore_eos=not spec.allow_eos,
         cache_prompt=spec.cache_prompt,
         timeout_s=spec.request_timeout,
+        workload=workload_settings(spec),
+    )
+
+
+def workload_settings(settings: RunSettings | RunSpec) -> WorkloadSettings:
+    """The workload as typed; a file workload's file is read here, before anything starts."""
+    spec = as_spec(settings)
+    requests_file: tuple[FileRequest, ...] = ()
+    if spec.workload == "file":
+        if not spec.workload_file.strip():
+            raise LabError("--workload-file: the file workload needs a JSONL file")
+        requests_file = read_requests(spec.workload_file.strip())
+    return WorkloadSettings(
+        kind=spec.workload,
+        prompt_tokens=spec.prompt_tokens,
+        output_tokens=spec.output_tokens,
+        prefix_tokens=spec.prefix_tokens,
+        prefix_groups=spec.prefix_groups,
+        sessions=spec.sessions,
+        turns=spec.turns,
+        system_tokens=spec.system_tokens,
+        think=spec.think_time,
+        requests_file=requests_file,
+        seed=spec.seed,
+        session_header=spec.session_header,
     )
 
 
@@ -176,7 +212,7 @@ def build_plan(settings: RunSettings | RunSpec) -> Plan:
     if spec.context != spec.kind:
         raise ValueError(f"a spec read for {spec.context} cannot plan a {spec.kind} run")
     load = load_settings(spec)
-    opts = _server_options(spec)
+    opts = _server_options(spec, load)
     if spec.kind == "test-single":
         plan = runs.single(load, opts)
     elif spec.kind == "test-concurrent":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.load.workloads import Length, Think, WorkloadKind
 from tui_lab.engine.plan.config import Api, Balance, Placement, Threads
 from tui_lab.engine.settings import registry
 from tui_lab.engine.settings.registry import CLUSTER, COMMON, RUN_KINDS, Setting
@@ -49,6 +50,18 @@ class RunSpec:
     stream: bool
     allow_eos: bool
     cache_prompt: bool
+    workload: WorkloadKind
+    prompt_tokens: Length
+    output_tokens: Length | None
+    prefix_tokens: int
+    prefix_groups: int
+    sessions: int
+    turns: int
+    system_tokens: int
+    think_time: Think
+    workload_file: str
+    seed: int
+    session_header: str
     ctx_per_slot: int | None
     server_args: tuple[str, ...]
     server_dim: ServerDims
@@ -63,7 +76,6 @@ class RunSpec:
     base_port: int
     nginx_port: int
     results: str
-    session_header: str
     api_key: str
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.load.workloads import WORKLOADS, Length, Think, WorkloadKind
 from tui_lab.engine.plan.config import BALANCES, PLACEMENTS, Api, Balance, Placement, Threads
 from tui_lab.engine.processes.ports import MAX_PORT
 
@@ -289,3 +290,65 @@ def single(parse: Callable[[str, str], Sequence[T]]) -> Callable[[str, str], tup
 
 def single_balance(text: str) -> Balance:
     return only_one(parse_balances(text), "balance")
+
+
+def workload(text: str, name: str) -> WorkloadKind:
+    word = text.strip().lower().replace("_", "-")
+    if word not in WORKLOADS:
+        raise LabError(f"--{name}: {text.strip()!r} is not one of {', '.join(WORKLOADS)}")
+    return word
+
+
+def token_length(text: str, name: str) -> Length:
+    """`256`, `uniform(64,512)` or `normal(mean,sd,min,max)`: tokens, each above 0."""
+    raw = text.strip().replace(" ", "").lower()
+    form, _, rest = raw.partition("(")
+    if not rest:
+        value = whole_number(raw, name)
+        return Length(value, value)
+    if not rest.endswith(")") or form not in ("uniform", "normal"):
+        raise LabError(
+            f"--{name}: {text.strip()!r}: give N, uniform(min,max) or normal(mean,sd,min,max)"
+        )
+    parts = rest[:-1].split(",")
+    if len(parts) != (2 if form == "uniform" else 4):
+        raise LabError(
+            f"--{name}: {form}() takes {'min,max' if form == 'uniform' else 'mean,sd,min,max'}"
+        )
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise LabError(f"--{name}: {text.strip()!r} has a value that is not a number") from None
+    if any(n < 0 for n in numbers):
+        raise LabError(f"--{name}: {text.strip()!r}: a length cannot be negative")
+    low, high = (int(n) for n in numbers[-2:])
+    if low < 1:
+        raise LabError(f"--{name}: {text.strip()!r}: the minimum is below 1")
+    if low > high:
+        raise LabError(f"--{name}: {text.strip()!r}: min {low} is above max {high}")
+    if form == "uniform":
+        return Length(low, high)
+    return Length(low, high, mean=numbers[0], sd=numbers[1])
+
+
+def optional_token_length(text: str, name: str) -> Length | None:
+    """Blank: n_predict."""
+    return None if not text.strip() else token_length(text, name)
+
+
+def count_or_zero(text: str, name: str) -> int:
+    return whole_number(text, name, minimum=0)
+
+
+def think_time(text: str, name: str) -> Think:
+    """Seconds, fixed (`2`) or exponential with that mean (`exp(2)`)."""
+    raw = text.strip().replace(" ", "").lower()
+    exponential = raw.startswith("exp(") and raw.endswith(")")
+    number_text = raw[4:-1] if exponential else raw
+    try:
+        seconds = float(number_text)
+    except ValueError:
+        raise LabError(f"--{name}: {text.strip()!r}: give seconds (2) or exp(mean)") from None
+    if seconds < 0:
+        raise LabError(f"--{name}: {text.strip()!r}: a time cannot be negative")
+    return Think(seconds, exponential)

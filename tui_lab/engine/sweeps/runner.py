@@ -27,7 +27,9 @@ from tui_lab.engine.events import (
 from tui_lab.engine.load.client import LoadSpec, run_load
 from tui_lab.engine.load.load_thread import LoadThread
 from tui_lab.engine.load.server_metrics import tokens_predicted
+from tui_lab.engine.load.server_tokens import filler
 from tui_lab.engine.load.stats import RunSummary, summarize_load
+from tui_lab.engine.load.workloads import Script, build
 from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import Plan
@@ -63,6 +65,7 @@ def load_spec(
     concurrency: int,
     requests: int,
     n_predict: int,
+    script: Script | None = None,
 ) -> LoadSpec:
     """The one translation of a run's client settings into the load generator's spec: a cell's,
     and `llamalab load`'s against any URL."""
@@ -71,14 +74,31 @@ def load_spec(
         concurrency=concurrency,
         requests=requests,
         n_predict=n_predict,
-        api=load.api,
+        api=load.sent_api,
         stream=load.stream,
         temperature=load.temperature,
         ignore_eos=load.ignore_eos,
         cache_prompt=load.cache_prompt,
         timeout_s=load.timeout_s,
         api_key=api_key,
+        script=script,
     )
+
+
+async def cell_script(
+    session: aiohttp.ClientSession, cluster: Cluster, load: LoadSettings, cell: Cell
+) -> Script | None:
+    """The cell's requests (None: the fixed workload's one prompt), their texts cut from the
+    first instance's tokens: every instance runs the same model."""
+    workload = load.workload
+    if workload.kind == "fixed":
+        return None
+    tokens = workload.filler_tokens()
+    pieces = None
+    if tokens:
+        url, key = cluster.instances[0].url, cluster.lab.api_key
+        pieces = await filler(session, url, tokens, workload.seed, key)
+    return build(workload, pieces, cell.requests, cell.n_predict)
 
 
 async def warm_up(cluster: Cluster, api_key: str | None) -> None:
@@ -228,6 +248,7 @@ class PlanRunner:
         try:
             cluster = await self._cluster_for(cell, session)
             before = await server_token_counts(session, cluster)
+            script = await cell_script(session, cluster, self.load, cell)
             energy_before = await read_energy(cluster.gpus_in_use)
             result = await self.load_thread.run(
                 load_spec(
@@ -237,6 +258,7 @@ class PlanRunner:
                     cell.concurrency,
                     cell.requests,
                     cell.n_predict,
+                    script,
                 ),
                 on_record=lambda rec: self.emit(RequestDone(index, rec)),
             )
