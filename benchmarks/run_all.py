@@ -22,6 +22,7 @@ ORDER = (
     "placement",
     "engine_limit",
     "adaptive_vs_grid",
+    "workloads",
 )
 
 

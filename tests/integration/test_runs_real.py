@@ -7,6 +7,7 @@ on real figures: tokens counted by the client equal the servers' own counters.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -118,6 +119,22 @@ async def test_round_robin_sweep_reuses_servers_across_n_predict_and_concurrency
     ]
     assert len(server_starts) == 2  # two instances, started once for all four cells
     assert len(read_rows(jsonl)) == 4
+
+
+async def test_with_the_prompt_cache_on_every_cell_starts_from_fresh_servers(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """So a cell never inherits the cache of the cells before it: fair in any order."""
+    plan = round_robin_sweep(2, 1, (4,), (1, 2), "round_robin", LOAD, OPTS)
+    cached = dataclasses.replace(LOAD, cache_prompt=True)
+    outcome, events, _ = await run(plan, lab, tmp_path, cached)
+    assert outcome.cells_ok == 2
+    starts = [
+        e
+        for e in events
+        if isinstance(e, ProcessState) and e.role == "server" and e.state == "starting"
+    ]
+    assert len(starts) == 4  # two instances, started again for the second cell
 
 
 async def test_full_sweep_writes_one_row_per_cell_with_real_figures(

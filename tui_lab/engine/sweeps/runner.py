@@ -292,10 +292,16 @@ class PlanRunner:
         self.emit(CellFinished(index, self.cells_total, cell.params(), summary, error, note))
 
     async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
-        """Reuse the running servers unless a server-side parameter changed or one has died."""
+        """Reuse the running servers unless a server-side parameter changed or one has died.
+
+        With the prompt cache on, every cell gets fresh servers instead: what one cell left in
+        the slots (and in llama-server's host-memory prompt cache, which erasing the slots
+        does not clear) would serve the next, so a cell's figures would depend on the order the
+        cells ran in. A fresh server costs a model load; its cache starts empty every time."""
         current = self.cluster
         if (
             current is not None
+            and not self.load.cache_prompt
             and current.spec.layout == cell.layout
             and all(i.process.running for i in current.instances)
         ):
