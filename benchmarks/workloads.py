@@ -1,10 +1,12 @@
 """Benchmark 7: session affinity against round robin, on multi-turn chats with the cache on.
 
 Eight conversations of six turns, each turn sending its whole history after a shared 512-token
-system prompt, on 2 instances behind nginx, under `--balance round_robin` and `--balance
-session` side by side. Each measurement starts fresh servers (its own sweep), so one balancer
-never inherits the other's prompt cache; the two alternate, so drift over the run spreads over
-both. The figures are the rows' own: cache hit rate, prefill and output tok/s, TTFT.
+system prompt (user messages of 32 tokens, so the history is most of a prompt), streamed, on 2
+instances of 8 slots behind nginx (a slot for every conversation wherever it lands), under
+`--balance round_robin` and `--balance session` side by side. Each measurement starts fresh
+servers (its own sweep), so one balancer never inherits the other's prompt cache; the two
+alternate, so drift over the run spreads over both. The figures are the rows' own: cache hit
+rate, prefill and output tok/s, TTFT.
 
     python -m benchmarks.workloads [--repeats 2] [--sessions 8] [--turns 6]
 """
@@ -42,8 +44,9 @@ def main() -> None:
     parser.add_argument("--sessions", default="8")
     parser.add_argument("--turns", default="6")
     parser.add_argument("--system-tokens", default="512")
+    parser.add_argument("--prompt-tokens", default="32", help="each user message")
     parser.add_argument("--n-predict", default="32")
-    parser.add_argument("--parallel", default="4")
+    parser.add_argument("--parallel", default="8")
     parser.add_argument("--base-port", default="8100")
     parser.add_argument("--nginx-port", default="8000")
     args = parser.parse_args()
@@ -58,7 +61,9 @@ def main() -> None:
         sessions=args.sessions,
         turns=args.turns,
         system_tokens=args.system_tokens,
+        prompt_tokens=args.prompt_tokens,
         cache_prompt=True,
+        stream=True,
         base_port=args.base_port,
         nginx_port=args.nginx_port,
     )
@@ -76,8 +81,9 @@ def main() -> None:
         rows.append((label, *shown, ratio(session, rr)))
     print_table(
         f"Session affinity against round robin: {args.sessions} conversations x {args.turns} "
-        f"turns, {args.system_tokens}-token system prompt, 2 instances x {args.parallel} slots, "
-        f"n_predict {args.n_predict}, cache on (medians of {args.repeats})",
+        f"turns, {args.system_tokens}-token system prompt, {args.prompt_tokens}-token user "
+        f"messages, 2 instances x {args.parallel} slots, n_predict {args.n_predict}, streamed, "
+        f"cache on (medians of {args.repeats})",
         ("figure", "round_robin", "session", "session / round_robin"),
         rows,
         [
