@@ -255,3 +255,24 @@ async def test_events_split_anywhere_across_reads_are_parsed_whole() -> None:
         (r,) = (await run_load(spec)).records
     assert r.ok and (r.output_tokens, r.prompt_tokens) == (2, 4)
     assert len(r.chunk_times) == 2 and r.chunk_times[0] < r.chunk_times[1]
+
+
+async def test_a_stream_that_goes_silent_ends_as_stalled_long_before_the_request_timeout() -> None:
+    """A server frozen mid-stream (SIGSTOP): no byte for `stall_s` ends the request."""
+    async with FakeLlamaServer(token_delay_s=5.0) as server:
+        started = time.monotonic()
+        result = await run_load(
+            spec(server, stream=True, requests=1, concurrency=1, n_predict=4, stall_s=0.3)
+        )
+        took = time.monotonic() - started
+    assert [r.error for r in result.records] == ["stalled"]
+    assert took < 3.0  # the first token's gap is 5 s, the request timeout 600 s
+
+
+async def test_a_steady_stream_longer_than_the_stall_limit_is_not_cut() -> None:
+    async with FakeLlamaServer(token_delay_s=0.05) as server:
+        result = await run_load(
+            spec(server, stream=True, requests=2, concurrency=1, n_predict=16, stall_s=0.3)
+        )
+    assert [r.error for r in result.records] == [None, None]
+    assert all(r.output_tokens == 16 for r in result.records)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import httptools
 import orjson
 
-from tui_lab.engine.load.http_connection import ConnectionPool, Target
+from tui_lab.engine.load.http_connection import ConnectionPool, StallError, Target
 from tui_lab.engine.load.workloads import Script, WorkRequest
 from tui_lab.engine.plan.config import Api
 
@@ -49,6 +49,7 @@ class LoadSpec:
     ignore_eos: bool = True  # every request generates exactly n_predict tokens
     cache_prompt: bool = False  # cells compare fairly: no prompt-cache hits
     timeout_s: float = 600.0  # per attempt, from sending to the last byte read
+    stall_s: float = 60.0  # a stream silent this long once begun ends as "stalled"
     warmup: int = 0  # requests before the measured ones, excluded from figures
     max_retries: int = 30  # retries of 503 "Loading model" per request
     retry_delay_s: float = 0.5
@@ -75,7 +76,8 @@ class RequestRecord:
     first_token: float | None  # perf_counter of the first chunk carrying content (streaming)
     chunk_times: tuple[float, ...]  # arrival of each chunk carrying content (streaming)
     retries: int  # 503 retries made
-    # None when OK; else "http_<status>", "timeout", "connection", "tls_certificate", "bad_response"
+    # None when OK; else "http_<status>", "timeout", "stalled", "connection", "tls_certificate",
+    # "bad_response"
     error: str | None
     # The server's own phase accounting (its `timings`), None where it does not report it.
     cached_tokens: int | None = None  # prompt tokens reused from the slot's cache
@@ -287,7 +289,10 @@ async def _attempt(pool: ConnectionPool, spec: LoadSpec, request: bytes | None) 
     sweep keeps going past it."""
     reader = _StreamReader(spec.api) if spec.stream else _BodyReader(spec.api)
     try:
-        status = await pool.post(reader.feed, spec.timeout_s, request)
+        stall = spec.stall_s if spec.stream else None  # a whole JSON reply comes in one piece
+        status = await pool.post(reader.feed, spec.timeout_s, request, stall)
+    except StallError:  # before TimeoutError, which it is
+        return _Attempt(None, "stalled")
     except TimeoutError:  # before OSError, which it is
         return _Attempt(None, "timeout")
     except ssl.SSLCertVerificationError:  # also an OSError, but the fix is the user's trust store

@@ -55,6 +55,10 @@ class Target:
         return cls(host, port, tls, head + body)
 
 
+class StallError(TimeoutError):
+    """A response that had begun went silent for longer than its stall limit."""
+
+
 class HttpConnection(asyncio.Protocol):
     """One TCP connection; `send` resolves to the status once the whole response was read.
 
@@ -68,6 +72,9 @@ class HttpConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[int] | None = None
         self._on_body: BodyCallback = _ignore
         self._timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_s: float | None = None
+        self._last_byte = 0.0
         self.open = False
         self.keep_alive = True
         self.received = False  # any byte of the current response arrived
@@ -82,14 +89,26 @@ class HttpConnection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self.open and self.keep_alive and self._waiter is None
 
-    def send(self, request: bytes, on_body: BodyCallback, deadline: float) -> asyncio.Future[int]:
+    def send(
+        self,
+        request: bytes,
+        on_body: BodyCallback,
+        deadline: float,
+        stall_s: float | None = None,
+    ) -> asyncio.Future[int]:
         """Write the request; past `deadline` (loop time) the connection is dropped and the
         future fails with TimeoutError. A timer handle, not `asyncio.timeout`, which cost a
-        quarter of the client's CPU."""
+        quarter of the client's CPU.
+
+        `stall_s`: once the response body has begun, no byte for that long fails it with
+        StallError (a server frozen mid-stream). Before the body's first byte the prefill may
+        rightly take long, so only the deadline holds there. The stall timer is not re-armed per
+        chunk: it fires once per `stall_s` and looks at when the last byte came."""
         assert self._transport is not None and self._waiter is None
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         self._timer = loop.call_at(deadline, self._timed_out)
+        self._stall_s = stall_s
         self._on_body = on_body
         self.received = False
         self._transport.write(request)
@@ -121,6 +140,11 @@ class HttpConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_body(self, body: bytes) -> None:
+        if self._stall_s is not None:  # from the first byte of the body: headers may come early
+            loop = asyncio.get_running_loop()
+            self._last_byte = loop.time()
+            if self._stall_timer is None:
+                self._stall_timer = loop.call_later(self._stall_s, self._check_stall)
         self._on_body(body)
 
     def on_message_complete(self) -> None:
@@ -134,6 +158,17 @@ class HttpConnection(asyncio.Protocol):
         self._fail(TimeoutError())
         self.close()
 
+    def _check_stall(self) -> None:
+        assert self._stall_s is not None
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_byte
+        if quiet < self._stall_s:
+            self._stall_timer = loop.call_later(self._stall_s - quiet, self._check_stall)
+            return
+        self._stall_timer = None
+        self._fail(StallError())
+        self.close()
+
     def _fail(self, exc: Exception) -> None:
         self._disarm()
         waiter, self._waiter = self._waiter, None
@@ -142,9 +177,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _disarm(self) -> None:
         self._on_body = _ignore
+        self._stall_s = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
 
 
 class ConnectionPool:
@@ -155,12 +194,17 @@ class ConnectionPool:
         self._idle: list[HttpConnection] = []
 
     async def post(
-        self, on_body: BodyCallback, timeout_s: float, request: bytes | None = None
+        self,
+        on_body: BodyCallback,
+        timeout_s: float,
+        request: bytes | None = None,
+        stall_s: float | None = None,
     ) -> int:
         """Send `request` (to the target's host; else the target's own request); its status
         once the whole response was read.
 
-        Raises TimeoutError past `timeout_s` (connecting included), OSError (ConnectionError
+        Raises TimeoutError past `timeout_s` (connecting included), StallError (a TimeoutError)
+        when a begun response is silent for `stall_s`, OSError (ConnectionError
         among them) or httptools.HttpParserError. A kept-alive connection the server closed
         while idle fails before any byte of a response arrives; that request never reached the
         server, so it is sent once more on a new connection rather than reported."""
@@ -172,12 +216,12 @@ class ConnectionPool:
             conn = await self._connect(deadline)
         try:
             try:
-                return await conn.send(request, on_body, deadline)
+                return await conn.send(request, on_body, deadline, stall_s)
             except ConnectionError:
                 if not reused or conn.received:
                     raise
                 conn = await self._connect(deadline)
-                return await conn.send(request, on_body, deadline)
+                return await conn.send(request, on_body, deadline, stall_s)
         finally:
             self.release(conn)
 

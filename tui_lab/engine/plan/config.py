@@ -195,6 +195,7 @@ class LoadSettings:
     cache_prompt: bool = False
     temperature: float = 0.0
     timeout_s: float = 600.0
+    stall_timeout_s: float = 60.0
     warmup: bool = True
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
 

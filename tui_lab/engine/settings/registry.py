@@ -402,6 +402,18 @@ SETTINGS: tuple[Setting, ...] = (
         commands=LOAD,
     ),
     Setting(
+        "stall_timeout",
+        "60",
+        "Stall timeout s",
+        "Load",
+        v.number,
+        unit="s",
+        help="a streamed reply silent this long once it has begun ends as stalled "
+        "(default %(default)s)",
+        section="load",
+        commands=LOAD,
+    ),
+    Setting(
         "stream",
         False,
         "Stream tokens",

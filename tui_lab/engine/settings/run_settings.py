@@ -178,6 +178,7 @@ def load_settings(settings: RunSettings | RunSpec) -> LoadSettings:
         ignore_eos=not spec.allow_eos,
         cache_prompt=spec.cache_prompt,
         timeout_s=spec.request_timeout,
+        stall_timeout_s=spec.stall_timeout,
         workload=workload_settings(spec),
     )
 

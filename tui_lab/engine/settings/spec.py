@@ -47,6 +47,7 @@ class RunSpec:
     requests: int | None
     requests_per_client: int
     request_timeout: float
+    stall_timeout: float
     stream: bool
     allow_eos: bool
     cache_prompt: bool

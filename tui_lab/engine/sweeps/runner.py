@@ -80,6 +80,7 @@ def load_spec(
         ignore_eos=load.ignore_eos,
         cache_prompt=load.cache_prompt,
         timeout_s=load.timeout_s,
+        stall_s=load.stall_timeout_s,
         api_key=api_key,
         script=script,
     )
