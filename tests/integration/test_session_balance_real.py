@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -29,10 +30,19 @@ def ask(endpoint: str, headers: dict[str, str]) -> None:
         assert response.status == 200
 
 
-def upstreams(access_log: Path, since: int) -> list[str]:
-    """Which instance nginx sent each request to, from its own access log."""
-    lines = access_log.read_text().splitlines()[since:]
-    return [m.group(1) for line in lines if (m := re.search(r"upstream=(\S+)", line))]
+def upstreams(access_log: Path, since: int, expected: int) -> list[str]:
+    """Which instance nginx sent each request to, from its own access log.
+
+    nginx logs a request after its last byte has gone out, so the client can read the whole
+    reply before the line is written: wait (briefly) for all `expected` lines.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        lines = access_log.read_text().splitlines()[since:]
+        found = [m.group(1) for line in lines if (m := re.search(r"upstream=(\S+)", line))]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_cluster_with_session_balance_keeps_a_conversation_on_one_instance(
@@ -60,19 +70,19 @@ def test_cluster_with_session_balance_keeps_a_conversation_on_one_instance(
         seen = len(log.read_text().splitlines())
         for _ in range(6):
             ask(endpoint, {"X-Chat-Id": "conversation-1"})
-        pinned = upstreams(log, seen)
+        pinned = upstreams(log, seen, 6)
         assert len(pinned) == 6 and len(set(pinned)) == 1, pinned
 
         seen += len(pinned)
         for i in range(SPREAD_SAMPLE):
             ask(endpoint, {"X-Chat-Id": f"conversation-{i + 2}"})
-        many = Counter(upstreams(log, seen))
+        many = Counter(upstreams(log, seen, SPREAD_SAMPLE))
         assert len(many) == 2, f"{SPREAD_SAMPLE} conversations all on one instance: {many}"
 
         seen += SPREAD_SAMPLE
         for _ in range(SPREAD_SAMPLE):
             ask(endpoint, {})  # no header: keyed per request, so spread, never funnelled
-        anonymous = Counter(upstreams(log, seen))
+        anonymous = Counter(upstreams(log, seen, SPREAD_SAMPLE))
         assert len(anonymous) == 2, f"requests without the header all went to one: {anonymous}"
     finally:
         stopped = llamalab("cluster", "stop")
