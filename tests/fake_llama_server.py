@@ -28,7 +28,8 @@ class FakeLlamaServer:
 
     /metrics and /slots answer as llama-server's do (the counters the telemetry reads), so
     the collector can be measured against many of these: `slots` is how many /slots lists,
-    busy while requests are in flight.
+    busy while requests are in flight. /health answers `health` (503: still loading); set
+    `frozen` and it answers nothing, as a SIGSTOPped server.
     """
 
     def __init__(
@@ -51,6 +52,8 @@ class FakeLlamaServer:
         self.counts = counts
         self.prompt_tokens = prompt_tokens
         self.slots = slots
+        self.health = 200
+        self.frozen = False
         self.tokens_predicted = 0  # finished requests' tokens, as llama-server counts them
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
@@ -70,6 +73,7 @@ class FakeLlamaServer:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/slots", self._slots)
+        app.router.add_get("/health", self._health)
         # Like llama-server, stop working on a request whose client hung up (a timed-out one),
         # so stop() does not wait for handlers nobody is listening to.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -105,6 +109,13 @@ class FakeLlamaServer:
         if answer.status == 200:
             self.tokens_predicted += body.get("max_tokens") or body.get("n_predict") or 0
         return answer
+
+    async def _health(self, _: web.Request) -> web.Response:
+        while self.frozen:
+            await asyncio.sleep(0.05)
+        return web.json_response(
+            {"status": "ok" if self.health == 200 else "loading"}, status=self.health
+        )
 
     async def _metrics(self, _: web.Request) -> web.Response:
         busy = min(self.in_flight, self.slots)

@@ -15,7 +15,7 @@ from typing import Literal
 
 from textual.message_pump import MessagePump
 
-from tui_lab.engine.events import Event, Notice, ProcessOwner, ProcessState
+from tui_lab.engine.events import Event, InstanceHung, Notice, ProcessOwner, ProcessState
 from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 from tui_lab.messages import EngineEvents
 
@@ -51,7 +51,7 @@ class EventBridge:
             self._target.post_message(EngineEvents(batch))
 
     def _watch(self, event: ProcessState) -> None:
-        if event.pid is None or event.state in ("stopped", "crashed"):
+        if event.pid is None or event.state in ("stopped", "crashed", "hung"):
             self._collector.unwatch(event.role, event.index, event.owner)
             return
         server = event.role == "server"
@@ -69,10 +69,13 @@ class EventBridge:
 
 
 def notification(event: Event) -> tuple[str, Severity, float] | None:
-    """What a person must be told at once (text, severity, seconds shown): a crash, a notice."""
+    """What a person must be told at once (text, severity, seconds shown): a crash, a hung
+    server, a notice."""
     if isinstance(event, ProcessState) and event.state == "crashed":
         name = "nginx" if event.role == "nginx" else f"llama-server #{event.index}"
         return f"{name} crashed: {event.detail}", "error", 15
+    if isinstance(event, InstanceHung):
+        return event.describe(), "error", 15
     if isinstance(event, Notice):
         return event.text, "information" if event.level == "info" else event.level, 10
     return None

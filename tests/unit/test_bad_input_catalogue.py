@@ -65,6 +65,7 @@ CLI_CASES = [
     (["test", "round-robin", "--instances", "1,2"], "--instances: this run takes one value"),
     (["test", "single", "--requests", "0"], "--requests: 0 is below 1"),
     (["sweep", "full", "--request-timeout", "0"], "--request-timeout: must be above 0"),
+    (["sweep", "full", "--liveness-timeout", "soon"], "--liveness-timeout: 'soon' is not a"),
     (["sweep", "full", "--ctx-per-slot", "10"], "--ctx-per-slot: 10 is below 16"),
     (["sweep", "full", "--results", "{tmp}/notes.gguf"], "is a file, not a folder"),
     (["sweep", "full", "--api-key", "a b"], "--api-key: use letters, digits"),

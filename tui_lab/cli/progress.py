@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from tui_lab.engine.events import CellFinished, CellStarted, Event, Notice, ProcessState
+from tui_lab.engine.events import (
+    CellFinished,
+    CellStarted,
+    Event,
+    InstanceHung,
+    Notice,
+    ProcessState,
+)
 from tui_lab.engine.sweeps.progress import ProgressTracker
 
 REDRAW_S = 0.2
@@ -34,10 +41,13 @@ class ProgressPrinter:
                 text = (
                     f"cell {event.index}/{event.total} done: {s.output_tok_per_s:.1f} tok/s, "
                     f"{s.requests_ok} ok, {s.requests_failed} failed"
+                    + (f"; {event.error}" if event.error else "")
                 )
             else:
                 text = f"cell {event.index}/{event.total} failed: {event.error}"
             self._line(text + (f" -- {event.note}" if event.note else ""))
+        elif isinstance(event, InstanceHung):
+            self._line(event.describe())
         elif isinstance(event, ProcessState) and event.state == "crashed":
             self._line(f"{event.role} #{event.index} crashed: {event.detail}")
         elif isinstance(event, Notice):

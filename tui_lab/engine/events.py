@@ -18,7 +18,9 @@ from tui_lab.engine.load.stats import RunSummary
 from tui_lab.engine.telemetry.gpu_probe import GpuSample
 
 ProcessRole = Literal["server", "nginx"]
-ProcessStatus = Literal["starting", "loading", "ready", "crashed", "stopped", "not answering"]
+ProcessStatus = Literal[
+    "starting", "loading", "ready", "crashed", "stopped", "not answering", "hung"
+]
 ProcessOwner = Literal["run", "cluster"]
 # What a server's row says beyond its process's state, from its own report.
 Activity = Literal["busy", "not answering"]
@@ -39,6 +41,30 @@ class ProcessState:
     # time.time() when it was started: the wall clock, so a detached run's or the cluster
     # supervisor's figure means the same here and in their files; None when unknown
     started: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceHung:
+    """A server that stopped answering its health checks (processes/liveness.py): the lab
+    kills it, so the requests it holds fail now instead of at their timeout."""
+
+    index: int
+    port: int
+    pid: int | None
+    silent_since: float  # time.time() of its last answer to /health
+    at: float  # time.time() when it was declared hung
+    owner: ProcessOwner = "run"
+
+    @property
+    def silent_s(self) -> float:
+        return self.at - self.silent_since
+
+    def describe(self) -> str:
+        """What a person is told: one line, the same in the CLI and the TUI."""
+        return (
+            f"llama-server #{self.index} (port {self.port}) hung: no answer to /health "
+            f"for {self.silent_s:.0f} s; killed it"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,7 @@ class RunFinished:
 
 Event = (
     ProcessState
+    | InstanceHung
     | RunStarted
     | PlanRevised
     | CellStarted

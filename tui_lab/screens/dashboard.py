@@ -11,6 +11,7 @@ from textual.widgets import Footer, Header, Label
 
 from tui_lab.engine.events import (
     CellStarted,
+    InstanceHung,
     InstanceTelemetry,
     MachineTelemetry,
     ProcessState,
@@ -69,6 +70,8 @@ class DashboardScreen(Screen[None]):
         for event in message.events:
             if isinstance(event, ProcessState):
                 table.apply_state(event)
+            elif isinstance(event, InstanceHung):
+                table.apply_hung(event)
             elif isinstance(event, InstanceTelemetry):
                 table.apply_telemetry(event)
                 plot.apply_telemetry(event)

@@ -26,7 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui_lab.engine.events import InstanceTelemetry, ProcessState
+from tui_lab.engine.events import InstanceHung, InstanceTelemetry, ProcessState
 from tui_lab.engine.units import human_bytes
 
 __all__ = ["COLUMNS", "InstanceTable", "RowInfo", "human_bytes", "row_key", "uptime"]
@@ -50,7 +50,8 @@ COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
 STATE_COLUMN = COLUMN_INDEX["state"]
 WIDE_ONLY = frozenset({COLUMN_INDEX["kv"], COLUMN_INDEX["deferred"]})
 # A state's colour is its component class, styled from the theme in DEFAULT_CSS.
-STATES = ("starting", "loading", "ready", "busy", "crashed", "stopped", "not-answering")
+STATES = ("starting", "loading", "ready", "busy", "crashed", "hung", "stopped", "not-answering")
+GONE = ("stopped", "crashed", "hung")  # states of a process that no longer runs
 FIGURES = ("slots", "reqs", "tps", "cpu", "rss", "gpu", "kv", "deferred")
 PADDING = 1  # blank cells each side of a value, as DataTable's cell_padding
 
@@ -58,7 +59,7 @@ PADDING = 1  # blank cells each side of a value, as DataTable's cell_padding
 def uptime(process: ProcessState) -> str:
     """Time since the engine started the process; "-" once it no longer runs."""
     since = process.started
-    if since is None or process.state in ("stopped", "crashed"):
+    if since is None or process.state in GONE:
         return "-"
     seconds = int(time.time() - since)
     minutes, secs = divmod(seconds, 60)
@@ -152,6 +153,7 @@ class InstanceTable(ScrollView, can_focus=True):
         & > .instance-table--ready { color: $success; }
         & > .instance-table--busy { color: $success; text-style: bold; }
         & > .instance-table--crashed { color: $error; text-style: bold; }
+        & > .instance-table--hung { color: $error; text-style: bold; }
         & > .instance-table--stopped { color: $text-muted; }
         & > .instance-table--not-answering { color: $error; }
     }
@@ -227,10 +229,16 @@ class InstanceTable(ScrollView, can_focus=True):
         changed |= self._set(key, "pid", str(event.pid or "-"))
         changed |= self._set_state(key, label, event.state)
         changed |= self._set(key, "up", uptime(event))
-        if event.state in ("stopped", "crashed"):
+        if event.state in GONE:
             for column in FIGURES:
                 changed |= self._set(key, column, "-")
         if changed:
+            self._row_changed(key)
+
+    def apply_hung(self, event: InstanceHung) -> None:
+        """Shown as soon as the engine declares it; its process's exit follows as "hung"."""
+        key = row_key(event.owner, "server", event.index)
+        if key in self.rows_info and self._set_state(key, "hung", "hung"):
             self._row_changed(key)
 
     def apply_telemetry(self, sample: InstanceTelemetry) -> None:
@@ -238,11 +246,7 @@ class InstanceTable(ScrollView, can_focus=True):
         has its PID; a stale process's sample is dropped."""
         key = row_key(sample.owner, sample.role, sample.index)
         info = self.rows_info.get(key)
-        if (
-            info is None
-            or info.state.pid != sample.pid
-            or info.state.state in ("stopped", "crashed")
-        ):
+        if info is None or info.state.pid != sample.pid or info.state.state in GONE:
             return
         status = sample.activity or info.state.state
         slots = "-"

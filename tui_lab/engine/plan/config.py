@@ -256,6 +256,8 @@ class LabConfig:
     results_dir: Path = field(default_factory=lambda: Path("results"))
     api_key: str | None = None
     ready_timeout_s: float = 300.0
+    # A server silent on /health this long in a cell is hung and killed (None: never)
+    liveness_timeout_s: float | None = 10.0
     continue_on_error: bool = True
     upstream_keepalive: bool = False  # see nginx_config.ProxySpec for why it is off by default
     session_header: str = DEFAULT_SESSION_HEADER  # what `--balance session` keys on

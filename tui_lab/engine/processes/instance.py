@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.events import EventSink, ProcessState, ProcessStatus
+from tui_lab.engine.events import EventSink, InstanceHung, ProcessState, ProcessStatus
 from tui_lab.engine.processes.process import ManagedProcess
 
 HEALTH_POLL_S = 0.25
@@ -57,6 +57,7 @@ class ServerInstance:
         self.emit = emit
         self.state: ProcessStatus = "stopped"
         self.started: float | None = None  # time.time() at its start, for its uptime
+        self.hung: InstanceHung | None = None  # why the lab killed it (liveness.py)
         self.process = ManagedProcess(
             f"llama-server #{index}",
             argv,
@@ -90,6 +91,8 @@ class ServerInstance:
     def _exited(self, process: ManagedProcess) -> None:
         if process.stopping:
             self._set("stopped")
+        elif self.hung is not None:
+            self._set("hung", self.hung.describe())
         else:
             tail = " | ".join(process.log_tail(5))
             self._set("crashed", f"exit status {process.returncode}; last log lines: {tail}")
@@ -122,6 +125,14 @@ class ServerInstance:
     def _failure(self, what: str) -> str:
         tail = " | ".join(line for line in self.process.log_tail(5) if line.strip())
         return f"llama-server #{self.index} (port {self.port}) {what}; last log lines: {tail}"
+
+    def kill_hung(self, silent_since: float) -> InstanceHung:
+        """Declare it hung (silent since `silent_since`, time.time()) and kill it: nginx then
+        fails the requests it holds at once and sends the next ones to the others."""
+        self.hung = InstanceHung(self.index, self.port, self.pid, silent_since, time.time())
+        self.emit(self.hung)
+        self.process.kill()
+        return self.hung
 
     async def stop(self) -> None:
         await self.process.stop()

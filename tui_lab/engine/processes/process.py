@@ -105,6 +105,7 @@ class ManagedProcess:
         self.cpus = cpus  # CPU affinity, set in the child before exec (processes/placement.py)
         self.on_exit = on_exit
         self.stopping = False
+        self.ended: float | None = None  # time.time() when it exited
         self._proc: asyncio.subprocess.Process | None = None
         self._waiter: asyncio.Task[int] | None = None
 
@@ -140,6 +141,7 @@ class ManagedProcess:
     async def _watch(self) -> int:
         assert self._proc is not None
         code = await self._proc.wait()
+        self.ended = time.time()
         if self.on_exit is not None:
             self.on_exit(self)
         return code
@@ -164,6 +166,12 @@ class ManagedProcess:
         # The group may hold workers that outlive their leader (nginx): clear it too.
         self._signal_group(signal.SIGKILL)
         return self._proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the group now, not as a stop: a frozen process would not act on SIGTERM, and
+        its exit is then reported (on_exit) like any exit the lab did not ask for."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None

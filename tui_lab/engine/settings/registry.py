@@ -625,6 +625,17 @@ SETTINGS: tuple[Setting, ...] = (
         commands=SERVERS,
     ),
     Setting(
+        "liveness_timeout",
+        "10",
+        "Liveness timeout s",
+        "Servers",
+        v.seconds_or_off,
+        unit="s",
+        help="a server silent on /health this long during a cell is hung: it is killed, so "
+        "its requests fail at once, and the cell's row names it (0 or off: no watch; "
+        "default %(default)s)",
+    ),
+    Setting(
         "stop_on_error",
         False,
         "Stop the sweep at the first failed cell",

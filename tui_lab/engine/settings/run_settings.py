@@ -329,6 +329,7 @@ def lab_config(settings: RunSettings | RunSpec, *, need_nginx: bool) -> LabConfi
         results_dir=Path(spec.results or "results"),
         api_key=spec.api_key or None,
         ready_timeout_s=spec.ready_timeout,
+        liveness_timeout_s=spec.liveness_timeout,
         continue_on_error=not spec.stop_on_error,
         upstream_keepalive=spec.upstream_keepalive,
         session_header=spec.session_header,

@@ -20,6 +20,7 @@ from tui_lab.engine.events import (
     CellFinished,
     CellStarted,
     Event,
+    InstanceHung,
     Notice,
     PlanRevised,
     ProcessState,
@@ -35,6 +36,7 @@ _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
         ProcessState,
+        InstanceHung,
         RunStarted,
         PlanRevised,
         CellStarted,

@@ -38,6 +38,7 @@ from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.placement import describe, of_layout
 from tui_lab.engine.processes.ports import ensure_free
 from tui_lab.engine.results.writer import ResultsWriter
+from tui_lab.engine.sweeps.cell_faults import CellWatch
 from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
 
 WARMUP_N_PREDICT = 4
@@ -187,6 +188,8 @@ class PlanRunner:
         # The cells' measured loads, off this loop: a burst of thousands of responses there
         # would keep the TUI (and the telemetry's timers) waiting tens of milliseconds.
         self.load_thread = LoadThread()
+        # A fault --stop-on-error stops at, once the cell's row is written (finish_cell).
+        self._stop_after: str | None = None
 
     @property
     def cells_total(self) -> int:
@@ -248,25 +251,32 @@ class PlanRunner:
         error: str | None = None
         try:
             cluster = await self._cluster_for(cell, session)
-            before = await server_token_counts(session, cluster)
-            script = await cell_script(session, cluster, self.load, cell)
-            energy_before = await read_energy(cluster.gpus_in_use)
-            result = await self.load_thread.run(
-                load_spec(
-                    cluster.url,
-                    self.load,
-                    self.lab.api_key,
-                    cell.concurrency,
-                    cell.requests,
-                    cell.n_predict,
-                    script,
-                ),
-                on_record=lambda rec: self.emit(RequestDone(index, rec)),
-            )
-            energy_after = await read_energy(cluster.gpus_in_use)
-            server_tokens = _deltas(before, await server_token_counts(session, cluster))
+            liveness = self.lab.liveness_timeout_s
+            async with CellWatch(cluster, session, liveness) as watch:
+                before = await server_token_counts(session, cluster)
+                script = await cell_script(session, cluster, self.load, cell)
+                energy_before = await read_energy(cluster.gpus_in_use)
+                result = await self.load_thread.run(
+                    load_spec(
+                        cluster.url,
+                        self.load,
+                        self.lab.api_key,
+                        cell.concurrency,
+                        cell.requests,
+                        cell.n_predict,
+                        script,
+                    ),
+                    on_record=lambda rec: self.emit(RequestDone(index, rec)),
+                )
+                energy_after = await read_energy(cluster.gpus_in_use)
+                server_tokens = _deltas(before, await server_token_counts(session, cluster))
             summary = summarize_load(result)
             energy = cell_energy(energy_before, energy_after, summary.output_tokens)
+            if faults := watch.faults():
+                # The figures stand, but the cell failed: its row says which process and when.
+                error = "; ".join(faults)
+                if not self.lab.continue_on_error:
+                    self._stop_after = error
         except DoesNotFit as exc:
             error = f"skipped: {exc}"  # a verdict, not a failure: --stop-on-error goes on
             self.emit(Notice("warning", f"cell {index}/{total} {error}"))
@@ -291,9 +301,13 @@ class PlanRunner:
         self.rows.append(row)
         error = row_error(row)
         self.emit(CellFinished(index, self.cells_total, cell.params(), summary, error, note))
+        if self._stop_after is not None:
+            reason, self._stop_after = self._stop_after, None
+            raise LabError(f"cell {index}/{self.cells_total}: {reason}; stopped (--stop-on-error)")
 
     async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
-        """Reuse the running servers unless a server-side parameter changed or one has died.
+        """Reuse the running servers unless a server-side parameter changed or one of them (or
+        nginx) has died: a killed hung server is replaced here too.
 
         With the prompt cache on, every cell gets fresh servers instead: what one cell left in
         the slots (and in llama-server's host-memory prompt cache, which erasing the slots
@@ -305,6 +319,7 @@ class PlanRunner:
             and not self.load.cache_prompt
             and current.spec.layout == cell.layout
             and all(i.process.running for i in current.instances)
+            and (current.proxy is None or current.proxy.process.running)
         ):
             await current.set_balance(cell.balance, session)
             return current
