@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 async def test_sweep_goes_on_when_an_instance_is_killed(lab: LabConfig, tmp_path: Path) -> None:
     """The instance shows crashed with its exit status and log; nginx sends the rest of the
-    cell to the survivor; what failed is counted with its kind in that cell's row; the next
-    cell gets fresh servers and runs clean."""
+    cell to the survivor; that cell's row names the instance and counts what failed by kind;
+    the next cell gets fresh servers and runs clean."""
     load = LoadSettings(n_predict=32, requests=24, stream=True)
     plan = full_sweep([2], [2], [4, 2], load, ServerOptions(threads=1))
     events: list[Event] = []
@@ -45,7 +45,9 @@ async def test_sweep_goes_on_when_an_instance_is_killed(lab: LabConfig, tmp_path
     assert "exit status -9" in crashed[0].detail and "last log lines:" in crashed[0].detail
 
     first, second = read_rows(writer.jsonl_path)
-    assert first == outcome.rows[0] and first["error"] is None
+    assert first == outcome.rows[0]
+    assert str(first["error"]).startswith("instance 1 crashed at +")
+    assert f"(port {lab.base_port + 1}, exit -9)" in str(first["error"])
     assert first["requests_ok"] + first["requests_failed"] == 24
     # Only what was in flight on the killed instance can fail (round robin may have queued
     # more than its 2 slots there, never more than the 4 clients); nginx routes the rest of

@@ -67,8 +67,10 @@ class CellWatch:
                 await self._task
 
     def _hung(self, target: HealthTarget, last_answer: float) -> None:
-        silent_since = time.time() - (time.monotonic() - last_answer)
-        self.instances[target.index].kill_hung(silent_since)
+        inst = self.instances[target.index]
+        if not inst.process.running:
+            return  # silent because it exited: a crash, which its exit reports
+        inst.kill_hung(time.time() - (time.monotonic() - last_answer))
 
     def faults(self) -> list[str]:
         """Each process that hung or went during the cell, for the row's `error`:

@@ -1,0 +1,146 @@
+"""Faults injected into a real sweep (real llama-server, nginx and HTTP): a server frozen mid-cell,
+nginx killed mid-cell. Each test checks what the user is shown (the CLI's progress lines, the
+row), that every finished row is on disk, and (the autouse fixture) that nothing is left running.
+A server that crashes is test_instance_crash_real.py's; a full disk, test_disk_full_real.py's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tui_lab.cli.progress import ProgressPrinter
+from tui_lab.engine.events import CellFinished, Event, InstanceHung, ProcessState, RequestDone
+from tui_lab.engine.plan.config import LabConfig, LoadSettings
+from tui_lab.engine.plan.runs import ServerOptions, full_sweep
+from tui_lab.engine.processes.cluster import Cluster
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
+from tui_lab.engine.sweeps.runner import Outcome, PlanRunner
+
+pytestmark = pytest.mark.integration
+
+# Small cells on shared cores: 2 instances x 1 slot, 4 then 2 clients, 8 tokens a request.
+LOAD = LoadSettings(n_predict=8, requests=16)  # the default request timeout: 600 s
+PLAN = full_sweep([2], [1], [4, 2], LOAD, ServerOptions(threads=1))
+
+
+class Sweep:
+    """The two-cell sweep, with `fault` done to its cluster once 3 requests of cell 1 are done;
+    every event kept, and the CLI's progress printed into `out`."""
+
+    def __init__(self, lab: LabConfig, tmp_path: Path, fault: Callable[[Cluster], int]) -> None:
+        self.lab, self.tmp_path, self.fault = lab, tmp_path, fault
+        self.events: list[tuple[float, Event]] = []
+        self.out = io.StringIO()
+        self.printer = ProgressPrinter(self.out)
+        self.victim: int | None = None  # the pid the fault was done to
+        self.fault_at = 0.0
+        self.runner: PlanRunner | None = None
+
+    def emit(self, event: Event) -> None:
+        self.events.append((time.monotonic(), event))
+        self.printer.handle(event)
+        done = sum(isinstance(e, RequestDone) and e.cell == 1 for _, e in self.events)
+        if self.victim is None and done == 3:
+            assert self.runner is not None and self.runner.cluster is not None
+            self.victim = self.fault(self.runner.cluster)
+            self.fault_at = time.monotonic()
+
+    async def run(self) -> tuple[Outcome, Path]:
+        with ResultsWriter(self.lab.results_dir, PLAN.run, {"run": PLAN.run}, {}) as writer:
+            self.runner = PlanRunner(PLAN, self.lab, LOAD, self.emit, self.tmp_path / "run", writer)
+            outcome = await self.runner.run()
+        return outcome, writer.jsonl_path
+
+    def of(self, kind: type[Event]) -> list[tuple[float, Event]]:
+        return [(t, e) for t, e in self.events if isinstance(e, kind)]
+
+
+async def test_a_frozen_instance_ends_its_cell_within_30_s_and_is_replaced(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """SIGSTOP one of two servers mid-cell: with the default 600 s request timeout, the lab
+    declares it hung after the 10 s liveness timeout and kills it; its requests fail then, the
+    rest of the cell goes to the other server, the row names the instance, and the next cell
+    runs clean on fresh servers."""
+
+    def freeze(cluster: Cluster) -> int:
+        pid = cluster.instances[1].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    sweep = Sweep(lab, tmp_path, freeze)
+    try:
+        outcome, jsonl = await sweep.run()
+    finally:
+        if sweep.victim is not None:  # a failed test must not leave a frozen server behind
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(sweep.victim, sig)
+                except ProcessLookupError:
+                    break
+
+    assert sweep.victim is not None
+    ((hung_at, hung),) = sweep.of(InstanceHung)
+    assert isinstance(hung, InstanceHung)
+    assert (hung.index, hung.pid) == (1, sweep.victim)
+    port = lab.base_port + 1
+    assert hung.port == port and 10 <= hung.silent_s < 20
+    cell_1_end = next(t for t, e in sweep.of(CellFinished) if e.index == 1)  # type: ignore[attr-defined]
+    assert cell_1_end - sweep.fault_at < 30, "the cell waited on its frozen server"
+    assert hung_at - sweep.fault_at < 15
+    gone = [e for _, e in sweep.of(ProcessState) if e.pid == sweep.victim and e.state == "hung"]
+    assert len(gone) == 1, "the frozen server was not killed"
+
+    first, second = read_rows(jsonl)
+    assert (first, second) == outcome.rows, "a finished row is missing on disk"
+    assert str(first["error"]).startswith("instance 1 hung at +")
+    assert f"(port {port})" in str(first["error"])
+    # What was on the frozen server failed (at most the 4 clients' requests), counted by kind.
+    assert first["requests_ok"] + first["requests_failed"] == 16
+    assert 0 < first["requests_failed"] <= 4 and first["errors"]
+    assert second["error"] is None and second["requests_ok"] == 16
+
+    printed = sweep.out.getvalue()
+    assert f"llama-server #1 (port {port}) hung: no answer to /health for" in printed
+    assert "cell 1/2 done:" in printed and "; instance 1 hung at +" in printed
+    assert "cell 2/2 done:" in printed and ", 16 ok, 0 failed\n" in printed
+
+
+async def test_nginx_killed_mid_cell_is_named_in_its_row_and_the_next_cell_runs(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    """SIGKILL nginx's processes mid-cell (its master alone would leave its worker serving):
+    the cell's rest fails fast, its row names nginx, and the next cell gets a fresh nginx (and
+    servers) and runs clean."""
+
+    def kill_nginx(cluster: Cluster) -> int:
+        assert cluster.proxy is not None and cluster.proxy.process.pid is not None
+        pid = cluster.proxy.process.pid
+        os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    sweep = Sweep(lab, tmp_path, kill_nginx)
+    outcome, jsonl = await sweep.run()
+
+    crashed = [e for _, e in sweep.of(ProcessState) if e.state == "crashed"]
+    assert [(e.role, e.pid) for e in crashed] == [("nginx", sweep.victim)]  # type: ignore[attr-defined]
+    first, second = read_rows(jsonl)
+    assert (first, second) == outcome.rows, "a finished row is missing on disk"
+    assert str(first["error"]).startswith("nginx crashed at +")
+    assert f"(port {lab.nginx_port}, exit -9)" in str(first["error"])
+    assert first["requests_failed"] > 0 and "connection" in str(first["errors"])
+    assert second["error"] is None and second["requests_ok"] == 16
+
+    printed = sweep.out.getvalue()
+    assert "nginx #0 crashed: exit status -9" in printed
+    assert "; nginx crashed at +" in printed
+    assert "cell 2/2 done:" in printed and ", 16 ok, 0 failed\n" in printed
