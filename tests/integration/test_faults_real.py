@@ -9,12 +9,17 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
+from tests.helpers import ports
 from tui_lab.cli.progress import ProgressPrinter
 from tui_lab.engine.events import CellFinished, Event, InstanceHung, ProcessState, RequestDone
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
@@ -22,7 +27,7 @@ from tui_lab.engine.plan.runs import ServerOptions, full_sweep
 from tui_lab.engine.processes.cluster import Cluster
 from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.results.writer import ResultsWriter
-from tui_lab.engine.sweeps.runner import Outcome, PlanRunner
+from tui_lab.engine.sweeps.runner import WARMUP_N_PREDICT, Outcome, PlanRunner
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +149,75 @@ async def test_nginx_killed_mid_cell_is_named_in_its_row_and_the_next_cell_runs(
     assert "nginx #0 crashed: exit status -9" in printed
     assert "; nginx crashed at +" in printed
     assert "cell 2/2 done:" in printed and ", 16 ok, 0 failed\n" in printed
+
+
+def serving(port: int) -> bool:
+    """Whether the server on `port` has finished a measured request (beyond its warm-up)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total"):
+            return float(line.split()[-1]) > WARMUP_N_PREDICT
+    return False
+
+
+def server_on(parent: int, port: int) -> psutil.Process:
+    for child in psutil.Process(parent).children(recursive=True):
+        with_port = child.cmdline()
+        if "--port" in with_port and with_port[with_port.index("--port") + 1] == str(port):
+            return child
+    raise AssertionError(f"no llama-server on port {port}")
+
+
+def test_stop_on_error_ends_the_sweep_at_a_hung_instance_keeping_its_row(
+    lab: LabConfig,
+) -> None:
+    """The CLI as a user runs it, `--stop-on-error --liveness-timeout 3`: the hung line, the
+    cell's line naming the instance, then the one error line and a non-zero exit; the cell's
+    row is written, no later cell runs, and its servers are stopped."""
+    port = lab.base_port + 1
+    sweep = subprocess.Popen(
+        [
+            sys.executable, "-m", "tui_lab.cli", "sweep", "full",
+            "--instances", "2", "--parallel", "1", "--threads", "1",
+            "--concurrency", "4,2", "--n-predict", "8", "--requests", "16",
+            "--stop-on-error", "--liveness-timeout", "3",
+            "--results", str(lab.results_dir), *ports(lab),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    victim: psutil.Process | None = None
+    try:
+        deadline = time.monotonic() + 180
+        while not serving(port):
+            assert sweep.poll() is None, sweep.communicate()
+            assert time.monotonic() < deadline, "cell 1 never reached its second server"
+            time.sleep(0.1)
+        victim = server_on(sweep.pid, port)
+        victim.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        out, err = sweep.communicate(timeout=120)
+        took = time.monotonic() - frozen
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        if victim is not None and victim.is_running():
+            victim.send_signal(signal.SIGCONT)
+    assert sweep.returncode == 2, err
+    assert took < 30
+    # The progress lines and the error are on stderr (stdout is for tables); one line each.
+    assert f"llama-server #1 (port {port}) hung: no answer to /health for 3 s; killed it" in err
+    assert "cell 1/2 done:" in err and "; instance 1 hung at +" in err
+    assert "cell 2/2" not in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("llamalab: cell 1/2: instance 1 hung at +")
+    assert last.endswith(f"(port {port}); stopped (--stop-on-error)")
+    assert out == ""
+    (jsonl,) = lab.results_dir.glob("*.jsonl")
+    (row,) = read_rows(jsonl)
+    assert str(row["error"]).startswith("instance 1 hung at +") and row["cell"] == 1
