@@ -8,7 +8,14 @@ from pathlib import Path
 from textual.message import Message
 
 from tui_lab.bridge import EventBridge, notification
-from tui_lab.engine.events import Event, Notice, ProcessOwner, ProcessState, RequestsDone
+from tui_lab.engine.events import (
+    Event,
+    InstanceHung,
+    Notice,
+    ProcessOwner,
+    ProcessState,
+    RequestsDone,
+)
 from tui_lab.engine.telemetry.collector import TelemetryCollector, Watched
 from tui_lab.messages import EngineEvents
 
@@ -120,3 +127,14 @@ def test_crashes_and_notices_are_told_at_once() -> None:
     assert notification(Notice("warning", "slow")) == ("slow", "warning", 10)
     assert notification(Notice("info", "hi")) == ("hi", "information", 10)
     assert notification(server(0, 1, "run", 8100)) is None
+
+
+def test_a_hung_server_is_told_once_and_its_killed_process_unwatched() -> None:
+    made, _, collector = bridge()
+    made.emit(server(1, 100, "run", 8101))
+    hung = InstanceHung(1, 8101, 100, silent_since=50.0, at=61.0)
+    told = "llama-server #1 (port 8101) hung: no answer to /health for 11 s; killed it"
+    assert notification(hung) == (told, "error", 15)
+    made.emit(ProcessState("server", 1, 8101, 100, "hung", exit_code=-9, detail=told))
+    assert collector.watched == {}
+    assert notification(ProcessState("server", 1, 8101, 100, "hung", detail=told)) is None

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from tui_lab.engine.events import (
     CellFinished,
     CellStarted,
+    InstanceHung,
     Notice,
     PlanRevised,
     ProcessState,
@@ -46,6 +47,7 @@ def test_every_event_the_ui_needs_round_trips() -> None:
         RunStarted("sweep-full", 4, 64),
         CellStarted(1, 4, PARAMS),
         ProcessState("server", 1, 8081, 1234, "crashed", 9, Path("/l/s1.log"), "oom"),
+        InstanceHung(0, 8080, 1233, silent_since=1000.0, at=1011.5),
         RequestsDone(1, 7, 1),
         CellFinished(1, 4, PARAMS, summary, None),
         CellFinished(2, 4, PARAMS, None, "llama-server #0 crashed"),
@@ -55,7 +57,7 @@ def test_every_event_the_ui_needs_round_trips() -> None:
     ]
     for event in events:
         assert decode(json.loads(json.dumps(encode(event)))) == event
-    assert isinstance(decode(encode(events[4])).summary.errors, MappingProxyType)  # type: ignore[union-attr]
+    assert isinstance(decode(encode(events[5])).summary.errors, MappingProxyType)  # type: ignore[union-attr]
 
 
 def test_requests_are_written_as_counts_and_progress_reads_them(tmp_path: Path) -> None:
