@@ -68,13 +68,22 @@ class Sweep:
         return [(t, e) for t, e in self.events if isinstance(e, kind)]
 
 
+def ready_pids(sweep: Sweep, role: str, index: int) -> list[int | None]:
+    """The processes that said ready in that place, in order: one per (re)start."""
+    return [
+        e.pid
+        for _, e in sweep.of(ProcessState)
+        if (e.role, e.index, e.state) == (role, index, "ready")  # type: ignore[attr-defined]
+    ]
+
+
 async def test_a_frozen_instance_ends_its_cell_within_30_s_and_is_replaced(
     lab: LabConfig, tmp_path: Path
 ) -> None:
     """SIGSTOP one of two servers mid-cell: with the default 600 s request timeout, the lab
     declares it hung after the 10 s liveness timeout and kills it; its requests fail then, the
     rest of the cell goes to the other server, the row names the instance, and the next cell
-    runs clean on fresh servers."""
+    runs clean with that server restarted in place."""
 
     def freeze(cluster: Cluster) -> int:
         pid = cluster.instances[1].pid
@@ -104,6 +113,10 @@ async def test_a_frozen_instance_ends_its_cell_within_30_s_and_is_replaced(
     assert hung_at - sweep.fault_at < 15
     gone = [e for _, e in sweep.of(ProcessState) if e.pid == sweep.victim and e.state == "hung"]
     assert len(gone) == 1, "the frozen server was not killed"
+    # The next cell's servers: the frozen one restarted in place, the other one kept.
+    first_pid, restarted = ready_pids(sweep, "server", 1)
+    assert first_pid == sweep.victim != restarted
+    assert len(ready_pids(sweep, "server", 0)) == 1
 
     first, second = read_rows(jsonl)
     assert (first, second) == outcome.rows, "a finished row is missing on disk"
@@ -124,8 +137,8 @@ async def test_nginx_killed_mid_cell_is_named_in_its_row_and_the_next_cell_runs(
     lab: LabConfig, tmp_path: Path
 ) -> None:
     """SIGKILL nginx's processes mid-cell (its master alone would leave its worker serving):
-    the cell's rest fails fast, its row names nginx, and the next cell gets a fresh nginx (and
-    servers) and runs clean."""
+    the cell's rest fails fast, its row names nginx, and the next cell gets a fresh nginx in
+    front of the same servers and runs clean."""
 
     def kill_nginx(cluster: Cluster) -> int:
         assert cluster.proxy is not None and cluster.proxy.process.pid is not None
@@ -138,6 +151,8 @@ async def test_nginx_killed_mid_cell_is_named_in_its_row_and_the_next_cell_runs(
 
     crashed = [e for _, e in sweep.of(ProcessState) if e.state == "crashed"]
     assert [(e.role, e.pid) for e in crashed] == [("nginx", sweep.victim)]  # type: ignore[attr-defined]
+    assert len(ready_pids(sweep, "nginx", 0)) == 2  # a fresh nginx, the same servers
+    assert len(ready_pids(sweep, "server", 0)) == len(ready_pids(sweep, "server", 1)) == 1
     first, second = read_rows(jsonl)
     assert (first, second) == outcome.rows, "a finished row is missing on disk"
     assert str(first["error"]).startswith("nginx crashed at +")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_sweep_goes_on_when_an_instance_is_killed(lab: LabConfig, tmp_path: Path) -> None:
     """The instance shows crashed with its exit status and log; nginx sends the rest of the
     cell to the survivor; that cell's row names the instance and counts what failed by kind;
-    the next cell gets fresh servers and runs clean."""
+    the next cell runs clean on the instance restarted in place."""
     load = LoadSettings(n_predict=32, requests=24, stream=True)
     plan = full_sweep([2], [2], [4, 2], load, ServerOptions(threads=1))
     events: list[Event] = []

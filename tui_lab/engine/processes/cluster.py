@@ -135,6 +135,22 @@ class Cluster:
         await fresh.start()
         await fresh.wait_ready(session, self.lab.ready_timeout_s)
 
+    async def replace_dead(self, session: aiohttp.ClientSession) -> bool:
+        """Restart in place each server that died or was killed as hung, then nginx, whose
+        count of failures would keep a restarted server out of its rotation for a while (its
+        fail_timeout); False when every process still runs. One model load per dead server,
+        not one per server."""
+        dead = [inst.index for inst in self.instances if not inst.process.running]
+        if not dead and (self.proxy is None or self.proxy.process.running):
+            return False
+        for index in dead:
+            await self.restart_instance(index, session)
+        if self.proxy is not None:
+            await self.proxy.stop()
+            self.proxy = self._make_proxy(self.proxy.spec.balance)
+            await self.proxy.start(session)
+        return True
+
     async def set_balance(self, balance: Balance, session: aiohttp.ClientSession) -> None:
         """Only nginx restarts when the balancing method is the one thing that changed."""
         if self.proxy is None or self.proxy.spec.balance == balance:

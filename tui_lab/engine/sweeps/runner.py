@@ -306,8 +306,8 @@ class PlanRunner:
             raise LabError(f"cell {index}/{self.cells_total}: {reason}; stopped (--stop-on-error)")
 
     async def _cluster_for(self, cell: Cell, session: aiohttp.ClientSession) -> Cluster:
-        """Reuse the running servers unless a server-side parameter changed or one of them (or
-        nginx) has died: a killed hung server is replaced here too.
+        """Reuse the running servers unless a server-side parameter changed; one that died (or
+        was killed as hung), and nginx with it, is restarted in place first.
 
         With the prompt cache on, every cell gets fresh servers instead: what one cell left in
         the slots (and in llama-server's host-memory prompt cache, which erasing the slots
@@ -318,9 +318,9 @@ class PlanRunner:
             current is not None
             and not self.load.cache_prompt
             and current.spec.layout == cell.layout
-            and all(i.process.running for i in current.instances)
-            and (current.proxy is None or current.proxy.process.running)
         ):
+            if await current.replace_dead(session):
+                await warm_up(current, self.lab.api_key)
             await current.set_balance(cell.balance, session)
             return current
         if current is not None:
