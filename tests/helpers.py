@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import gguf
 import numpy as np
@@ -38,6 +39,23 @@ def llamalab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
         timeout=timeout,
         env=os.environ.copy(),
         check=False,
+    )
+
+
+def fake_cluster(
+    url: str, lab: LabConfig, gpus_in_use: frozenset[int] | None = None
+) -> SimpleNamespace:
+    """What the runner's `_cluster_for` gives, over one fake server already answering: a ready
+    instance for the liveness watch to find healthy and no proxy for the row to name."""
+    instance = SimpleNamespace(
+        index=0,
+        port=int(url.rsplit(":", 1)[1]),
+        url=url,
+        hung=None,
+        process=SimpleNamespace(running=True, stopping=False, ended=None),
+    )
+    return SimpleNamespace(
+        url=url, instances=[instance], proxy=None, lab=lab, gpus_in_use=gpus_in_use
     )
 
 

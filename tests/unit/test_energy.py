@@ -4,7 +4,6 @@ errors, the arithmetic on hand-made readings, and a sweep cell measured on a fak
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 import pynvml
@@ -12,6 +11,7 @@ import pytest
 
 from tests.fake_gpus import FakeGpu, install, no_nvml
 from tests.fake_llama_server import FakeLlamaServer
+from tests.helpers import fake_cluster
 from tui_lab.engine.plan.config import LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, single
 from tui_lab.engine.sweeps.runner import PlanRunner, cell_row
@@ -161,12 +161,7 @@ async def test_a_cell_measures_the_energy_of_its_load_only(
             return 10**9 + 2000 * len(server.bodies)
 
         async def running_cluster(*_: object) -> object:
-            return SimpleNamespace(
-                url=server.base_url,
-                instances=[SimpleNamespace(url=server.base_url)],
-                lab=lab,
-                gpus_in_use=in_use,
-            )
+            return fake_cluster(server.base_url, lab, in_use)
 
         monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", counter)
         monkeypatch.setattr(runner, "_cluster_for", running_cluster)

@@ -9,13 +9,13 @@ import threading
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from tests.fake_gpus import no_nvml
 from tests.fake_llama_server import FakeLlamaServer
+from tests.helpers import fake_cluster
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import CellFinished, Event, RequestDone, RunFinished
 from tui_lab.engine.load import load_thread
@@ -182,10 +182,7 @@ async def test_a_runs_end_ends_its_load_thread_after_every_record(
     async with FakeLlamaServer(delay_s=0.01) as server:
 
         async def running_cluster(*_: object) -> object:
-            instances = [SimpleNamespace(url=server.base_url)]
-            return SimpleNamespace(
-                url=server.base_url, instances=instances, lab=lab, gpus_in_use=None
-            )
+            return fake_cluster(server.base_url, lab)
 
         monkeypatch.setattr(runner, "_cluster_for", running_cluster)
         task = asyncio.create_task(runner.run())
