@@ -123,5 +123,5 @@ class ServerInstance:
         tail = " | ".join(line for line in self.process.log_tail(5) if line.strip())
         return f"llama-server #{self.index} (port {self.port}) {what}; last log lines: {tail}"
 
-    async def stop(self) -> None:
-        await self.process.stop()
+    async def stop(self, grace_s: float = 10.0) -> None:
+        await self.process.stop(grace_s)

@@ -625,6 +625,19 @@ SETTINGS: tuple[Setting, ...] = (
         commands=SERVERS,
     ),
     Setting(
+        "liveness_timeout",
+        "10",
+        "Liveness timeout s",
+        "Servers",
+        v.number,
+        kinds=frozenset(),
+        cluster=True,
+        unit="s",
+        help="a server whose /health has not answered this long is hung: the cluster takes it "
+        "out of nginx's rotation and restarts it (default %(default)s)",
+        commands=frozenset({"cluster"}),
+    ),
+    Setting(
         "stop_on_error",
         False,
         "Stop the sweep at the first failed cell",
