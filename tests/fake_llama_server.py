@@ -70,6 +70,7 @@ class FakeLlamaServer:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/slots", self._slots)
+        app.router.add_get("/health", self._health)
         # Like llama-server, stop working on a request whose client hung up (a timed-out one),
         # so stop() does not wait for handlers nobody is listening to.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -117,6 +118,9 @@ class FakeLlamaServer:
             f"llamacpp:requests_deferred {self.in_flight - busy}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     async def _slots(self, _: web.Request) -> web.Response:
         busy = min(self.in_flight, self.slots)

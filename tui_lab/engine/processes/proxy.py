@@ -128,7 +128,7 @@ class NginxProxy:
             await asyncio.sleep(HEALTH_POLL_S)
         raise LabError(f"nginx did not answer on port {self.spec.listen_port}: {self.error_tail()}")
 
-    def _workers(self) -> set[int]:
+    def worker_pids(self) -> set[int]:
         if self.process.pid is None:
             return set()
         with contextlib.suppress(psutil.Error):
@@ -143,13 +143,13 @@ class NginxProxy:
         spec = replace(self.spec, down=down)
         write_config(spec)
         await check_config(self.nginx_bin, spec.run_dir)
-        old = self._workers()
+        old = self.worker_pids()
         if not self.process.running or self.process.pid is None:
             raise LabError("nginx is not running, so it cannot reload")
         os.kill(self.process.pid, signal.SIGHUP)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._workers() - old:
+            if self.worker_pids() - old:
                 self.spec = spec
                 return
             await asyncio.sleep(0.05)
