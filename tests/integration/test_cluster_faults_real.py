@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -122,7 +123,40 @@ def test_one_of_two_instances_faulty_is_replaced_and_new_requests_all_succeed(
         assert f"server 1 restarted: pid {victim} replaced by" in shown, shown
         assert "server 1 back in rotation" in shown, shown
         assert chat(endpoint) > 0 and chat(endpoint) > 0  # both instances serve again
+        frozen_at_stop = healed["instances"][0]["pid"]
+        os.kill(frozen_at_stop, signal.SIGSTOP)  # `cluster stop` must end a frozen one too
+    finally:
+        stopping = time.monotonic()
+        stopped = llamalab("cluster", "stop")
+    assert stopped.returncode == 0 and "cluster stopped" in stopped.stdout
+    assert time.monotonic() - stopping < 20
+    assert gone(victim) and gone(frozen_at_stop)
+
+
+def test_an_instance_that_cannot_restart_is_retried_with_a_growing_delay(
+    lab: LabConfig, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.gguf"
+    os.link(lab.model, model)  # the same file under a name the test can take away
+    started = llamalab(
+        "cluster", "start", "--instances", "2", "--parallel", "1", "--threads", "1",
+        "--model", str(model), *ports(lab),
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        model.rename(tmp_path / "away.gguf")  # every restart now exits at once
+        os.kill(status()["instances"][1]["pid"], signal.SIGKILL)
+        wait_for_step(1, "died", timeout=30)
+        time.sleep(8)
+        steps = [h for h in status()["history"] if h["index"] == 1]
+        waits = [h["detail"] for h in steps if h["what"] == "restarting"]
+        # Tries at 0, 1, 3 and 7 s: four in 8 s, where a hot loop would make hundreds.
+        assert 2 <= sum(h["what"] == "restart failed" for h in steps) <= 5, steps
+        assert waits[:3] == ["in 1 s", "in 2 s", "in 4 s"], steps
+        assert chat(f"http://127.0.0.1:{lab.nginx_port}") > 0  # server 0 serves meanwhile
+        (tmp_path / "away.gguf").rename(model)
+        healed = wait_for_step(1, "back in rotation", timeout=120)
+        assert [i["state"] for i in healed["instances"]] == ["ready", "ready"]
     finally:
         stopped = llamalab("cluster", "stop")
     assert stopped.returncode == 0 and "cluster stopped" in stopped.stdout
-    assert gone(victim)
