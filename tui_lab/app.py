@@ -181,7 +181,7 @@ class LabApp(App[None]):
             shown = self.cluster
             cluster = f"cluster: {shown.endpoint}/v1 ({shown.ready}/{len(shown.instances)} ready)"
             if shown.history:
-                cluster += f" last: {shown.history[-1].describe()}"
+                cluster += f", {shown.history[-1].describe(detail=False)}"
         self.dashboard.status = f"{cluster}  |  {run}"
 
     def watch_cluster(self) -> None:

@@ -42,11 +42,12 @@ class Incident:
     what: str  # "died", "hung", "out of rotation", "restart failed", "restarted", ...
     detail: str = ""
 
-    def describe(self) -> str:
+    def describe(self, *, detail: bool = True) -> str:
+        """`14:02:11 server 1 hung: pid 4242: no answer ...`; the TUI's status line leaves the
+        detail out (80 columns), `cluster status` gives it."""
         clock = time.strftime("%H:%M:%S", time.localtime(self.time))
-        return f"{clock} server {self.index} {self.what}" + (
-            f": {self.detail}" if self.detail else ""
-        )
+        text = f"{clock} server {self.index} {self.what}"
+        return f"{text}: {self.detail}" if detail and self.detail else text
 
     def to_json(self) -> dict[str, Any]:
         return {"time": self.time, "index": self.index, "what": self.what, "detail": self.detail}
