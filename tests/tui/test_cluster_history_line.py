@@ -7,38 +7,20 @@ import os
 
 import psutil
 
-from tests.helpers import quiet_app, wait_for
+from tests.helpers import cluster_state, quiet_app, wait_for
 from tui_lab.engine.processes.cluster_health import Incident
-from tui_lab.engine.processes.standing_cluster import (
-    ClusterProcess,
-    ClusterState,
-    state_path,
-    write_state,
-)
+from tui_lab.engine.processes.standing_cluster import state_path, write_state
 
 
 async def test_the_status_line_shows_the_clusters_last_healing_step() -> None:
-    me = psutil.Process()  # stands in for the supervisor: alive, so the state is not stale
-    write_state(
-        ClusterState(
-            supervisor_pid=os.getpid(),
-            supervisor_started=me.create_time(),
-            status="ready",
-            endpoint="http://127.0.0.1:1",
-            host="127.0.0.1",
-            api_key=None,
-            model="m.gguf",
-            instances_requested=2,
-            parallel=1,
-            balance="round_robin",
-            nginx=ClusterProcess(0, 1),
-            instances=(ClusterProcess(0, 2), ClusterProcess(1, 3)),
-            history=(
-                Incident(1_700_000_000.0, 1, "hung", "pid 42: no answer to /health for 10 s"),
-                Incident(1_700_000_003.0, 1, "back in rotation", "nginx reloaded"),
-            ),
-        )
+    # This test's own process stands in for the supervisor: alive, so the state is not stale.
+    state = cluster_state(
+        Incident(1_700_000_000.0, 1, "hung", "pid 42: no answer to /health for 10 s"),
+        Incident(1_700_000_003.0, 1, "back in rotation", "nginx reloaded"),
+        supervisor_pid=os.getpid(),
+        supervisor_started=psutil.Process().create_time(),
     )
+    write_state(state)
     app = quiet_app()
     try:
         async with app.run_test(size=(80, 24)) as pilot:

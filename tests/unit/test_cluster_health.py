@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.fake_llama_server import FakeLlamaServer
+from tests.helpers import cluster_state
 from tui_lab.engine.events import Event
 from tui_lab.engine.processes.cluster_health import (
     MAX_DELAY_S,
@@ -20,7 +21,7 @@ from tui_lab.engine.processes.cluster_health import (
 from tui_lab.engine.processes.nginx_config import STANDING_FAILOVER, ProxySpec
 from tui_lab.engine.processes.ports import free_port_block
 from tui_lab.engine.processes.proxy import NginxProxy
-from tui_lab.engine.processes.standing_cluster import ClusterProcess, ClusterState
+from tui_lab.engine.processes.standing_cluster import ClusterState
 
 
 def test_restarts_back_off_doubling_up_to_a_cap_so_a_crashing_model_does_not_loop_hot() -> None:
@@ -38,21 +39,7 @@ def test_an_instance_is_hung_only_once_silent_past_the_bound() -> None:
 
 def test_the_history_survives_the_state_file_and_reads_as_a_sentence() -> None:
     incident = Incident(1_700_000_000.0, 1, "hung", "pid 42: no answer to /health for 10 s")
-    state = ClusterState(
-        supervisor_pid=1,
-        supervisor_started=None,
-        status="ready",
-        endpoint="http://127.0.0.1:8080",
-        host="127.0.0.1",
-        api_key=None,
-        model="m.gguf",
-        instances_requested=2,
-        parallel=1,
-        balance="round_robin",
-        nginx=ClusterProcess(0, 8080),
-        instances=(ClusterProcess(0, 8100), ClusterProcess(1, 8101)),
-        history=(incident,),
-    )
+    state = cluster_state(incident)
     again = ClusterState.from_json(json.loads(json.dumps(state.to_json())))
     assert again.history == (incident,)
     assert incident.describe().endswith(" server 1 hung: pid 42: no answer to /health for 10 s")
