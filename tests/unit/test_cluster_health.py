@@ -35,6 +35,8 @@ def test_an_instance_is_hung_only_once_silent_past_the_bound() -> None:
     assert silence.hung(110.5)
     silence.answered(110.5)
     assert not silence.hung(120.0) and silence.silent_for(120.0) == 9.5
+    silence.answered(105.0)  # a slow answer to an older probe does not turn the clock back
+    assert silence.silent_for(120.0) == 9.5
 
 
 def test_the_history_survives_the_state_file_and_reads_as_a_sentence() -> None:

@@ -214,7 +214,7 @@ class PreparedCluster:
     layout: Layout
     balance: Balance
     warning: str | None  # it answers beyond this machine, with no API key
-    liveness_timeout_s: float  # silent this long, an instance is hung and restarted
+    liveness_timeout_s: float | None  # silent this long, an instance is hung; None: no watch
 
 
 async def prepare_cluster(settings: RunSettings) -> PreparedCluster:

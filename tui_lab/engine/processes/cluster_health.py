@@ -4,11 +4,12 @@ rotation, killed, restarted on its port and put back once its `/health` answers.
 Nobody watches a standing cluster (it serves Open WebUI or an agent for days), so its
 supervisor does: it polls each instance's `/health` and notices its process exit. An instance
 whose `/health` has not answered for `liveness_timeout` is hung (frozen, deadlocked,
-thrashing). A hung one is killed at once rather than asked to stop, because the requests
-stuck on it then fail straight away instead of waiting out nginx's long read timeout; the
-requests on it are all its clients lose, since nginx's reload sends every new one to the
-others meanwhile. Restarts back off (1 s, 2 s, ... up to a minute) while an instance keeps
-failing, so a model that crashes at start does not loop hot.
+thrashing); with the timeout off, only a dead one is healed. A hung one is killed at once
+rather than asked to stop, because the requests stuck on it then fail straight away instead of
+waiting out nginx's long read timeout; the requests on it are all its clients lose, since
+nginx's reload sends every new one to the others meanwhile. Restarts back off (1 s, 2 s, ...
+up to a minute) while an instance keeps failing, so a model that crashes at start does not
+loop hot.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class Silence:
         self.timeout_s = timeout_s
         self.last_answer = now
 
-    def answered(self, now: float) -> None:
-        self.last_answer = now
+    def answered(self, asked: float) -> None:
+        """An answer counts from when it was asked: a slow one never makes it look younger."""
+        self.last_answer = max(self.last_answer, asked)
 
     def silent_for(self, now: float) -> float:
         return now - self.last_answer
@@ -105,7 +107,7 @@ class Healer:
         self,
         cluster: Cluster,
         session: aiohttp.ClientSession,
-        liveness_timeout_s: float,
+        liveness_timeout_s: float | None,
         record: Callable[[Incident], None],
     ) -> None:
         self.cluster = cluster
@@ -131,14 +133,18 @@ class Healer:
 
     async def _fault(self, index: int) -> tuple[str, str]:
         """Wait until the instance dies or stays silent past the bound."""
-        silence = Silence(self.liveness_timeout_s, time.monotonic())
-        probe_s = min(PROBE_TIMEOUT_S, self.liveness_timeout_s)
+        bound = self.liveness_timeout_s
+        silence = Silence(bound or 0.0, time.monotonic())
         while True:
             inst = self.cluster.instances[index]
             if not inst.process.running:
                 return "died", f"pid {inst.pid} exit status {inst.process.returncode}"
-            if await answers(self.session, inst.url, probe_s):
-                silence.answered(time.monotonic())
+            if bound is None:
+                await asyncio.sleep(POLL_S)
+                continue
+            asked = time.monotonic()
+            if await answers(self.session, inst.url, min(PROBE_TIMEOUT_S, bound)):
+                silence.answered(asked)
             elif silence.hung(time.monotonic()):
                 silent = silence.silent_for(time.monotonic())
                 return "hung", f"pid {inst.pid}: no answer to /health for {silent:.0f} s"

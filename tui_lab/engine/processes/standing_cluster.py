@@ -245,7 +245,9 @@ def running_state() -> ClusterState | None:
     return None
 
 
-async def serve(lab: LabConfig, layout: Layout, balance: Balance, liveness_timeout_s: float) -> int:
+async def serve(
+    lab: LabConfig, layout: Layout, balance: Balance, liveness_timeout_s: float | None
+) -> int:
     """The supervisor's body: start, record, heal until a stop signal, stop; its exit status."""
     run_dir = cluster_dir()
     me = psutil.Process()

@@ -629,12 +629,13 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "Liveness timeout s",
         "Servers",
-        v.number,
+        v.seconds_or_off,
         kinds=frozenset(),
         cluster=True,
         unit="s",
         help="a server whose /health has not answered this long is hung: the cluster takes it "
-        "out of nginx's rotation and restarts it (default %(default)s)",
+        "out of nginx's rotation and restarts it (0 or off: only a dead one is; "
+        "default %(default)s)",
         commands=frozenset({"cluster"}),
     ),
     Setting(

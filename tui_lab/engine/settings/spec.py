@@ -67,7 +67,7 @@ class RunSpec:
     server_args: tuple[str, ...]
     server_dim: ServerDims
     ready_timeout: float
-    liveness_timeout: float
+    liveness_timeout: float | None
     stop_on_error: bool
     upstream_keepalive: bool
     detach: bool

@@ -167,6 +167,19 @@ def number(text: str, name: str) -> float:
     return value
 
 
+def seconds_or_off(text: str, name: str) -> float | None:
+    """A bound in seconds; 0 or "off" is None: that watch is turned off."""
+    text = text.strip()
+    if text.lower() == "off":
+        return None
+    try:
+        if float(text) == 0:
+            return None
+    except ValueError:
+        pass
+    return number(text, name)
+
+
 def optional_number(text: str, name: str) -> float | None:
     """Blank is None: no bound."""
     return None if not text.strip() else number(text.strip(), name)
