@@ -23,7 +23,9 @@ from textual.widgets import Input, Static
 from tui_lab.app import LabApp
 from tui_lab.engine.events import InstanceTelemetry, MachineTelemetry
 from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.processes.cluster_health import Incident
 from tui_lab.engine.processes.ports import free_port_block
+from tui_lab.engine.processes.standing_cluster import ClusterProcess, ClusterState
 from tui_lab.engine.settings.run_settings import RunSettings
 from tui_lab.screens.configure import CHECK_GROUP, ConfigureScreen
 from tui_lab.widgets.instance_table import InstanceTable
@@ -61,6 +63,27 @@ def fake_cluster(
 
 def ports(lab: LabConfig) -> list[str]:
     return ["--base-port", str(lab.base_port), "--nginx-port", str(lab.nginx_port)]
+
+
+def cluster_state(
+    *history: Incident, supervisor_pid: int = 1, supervisor_started: float | None = None
+) -> ClusterState:
+    """A standing cluster of two instances as its state file records it."""
+    return ClusterState(
+        supervisor_pid=supervisor_pid,
+        supervisor_started=supervisor_started,
+        status="ready",
+        endpoint="http://127.0.0.1:1",
+        host="127.0.0.1",
+        api_key=None,
+        model="m.gguf",
+        instances_requested=2,
+        parallel=1,
+        balance="round_robin",
+        nginx=ClusterProcess(0, 1),
+        instances=(ClusterProcess(0, 2), ClusterProcess(1, 3)),
+        history=history,
+    )
 
 
 # ---- the real app on real servers

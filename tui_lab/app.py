@@ -180,6 +180,8 @@ class LabApp(App[None]):
         if self.cluster is not None:
             shown = self.cluster
             cluster = f"cluster: {shown.endpoint}/v1 ({shown.ready}/{len(shown.instances)} ready)"
+            if shown.history:
+                cluster += f", {shown.history[-1].describe(detail=False)}"
         self.dashboard.status = f"{cluster}  |  {run}"
 
     def watch_cluster(self) -> None:

@@ -84,6 +84,7 @@ CLI_CASES = [
     (["cluster", "start", "--instances", "0"], "--instances: 0 is below 1"),
     (["cluster", "start", "--parallel", "2,4"], "--parallel: this run takes one value"),
     (["cluster", "start", "--session-header", "X Session"], "--session-header: 'X Session' is not"),
+    (["cluster", "start", "--liveness-timeout", "-1"], "--liveness-timeout: must be above 0"),
     (["sweep", "full", "--session-header", "X-Sess$on"], "--session-header: 'X-Sess$on' is not"),
     (["load", "--url", "notaurl"], "--url: 'notaurl' is not an http:// or https:// URL"),
     (["load", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "--concurrency: 0 is below"),

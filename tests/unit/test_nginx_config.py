@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from tui_lab.engine.errors import LabError
-from tui_lab.engine.processes.nginx_config import ProxySpec, render, worker_connections
+from tui_lab.engine.processes.nginx_config import (
+    STANDING_FAILOVER,
+    ProxySpec,
+    render,
+    worker_connections,
+)
 from tui_lab.engine.processes.proxy import check_config, write_config
 
 
@@ -96,3 +101,23 @@ def test_a_broken_config_is_reported_by_nginx_t(tmp_path: Path, nginx_bin: Path)
     conf.write_text(conf.read_text().replace("worker_processes 1;", "worker_processes one;"))
     with pytest.raises(LabError, match="nginx -t rejected"):
         asyncio.run(check_config(nginx_bin, tmp_path))
+
+
+def test_the_standing_cluster_fails_over_fast_but_never_resends_a_sent_request(
+    tmp_path: Path, nginx_bin: Path
+) -> None:
+    spec = _spec(tmp_path, failover=STANDING_FAILOVER, upstream_keepalive=True, down=frozenset({1}))
+    text = render(spec)
+    for needle in (
+        "proxy_connect_timeout 2s;",
+        "proxy_next_upstream error timeout;",  # no non_idempotent, even with keep-alive
+        "proxy_next_upstream_tries 2;",
+        "keepalive_timeout 0s;",  # a reload never closes an idle connection under a client
+        "proxy_read_timeout 3600s;",  # a long non-streamed generation sends nothing for minutes
+        "server 127.0.0.1:18100 max_fails=1 fail_timeout=5s;",
+        "server 127.0.0.1:18101 max_fails=1 fail_timeout=5s down;",
+    ):
+        assert needle in text
+    assert "non_idempotent" not in text
+    write_config(spec)
+    asyncio.run(check_config(nginx_bin, tmp_path))

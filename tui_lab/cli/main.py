@@ -218,6 +218,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 for name, p in processes
             ]
             print(format_table(rows, ("process", "port", "pid", "state")))
+            if state.history:
+                print("healed:")
+                print("\n".join(f"  {incident.describe()}" for incident in state.history))
         return 0 if state else 1
     stopped = asyncio.run(lab.stop_cluster())
     print("cluster stopped" if stopped else "no cluster running")

@@ -214,6 +214,7 @@ class PreparedCluster:
     layout: Layout
     balance: Balance
     warning: str | None  # it answers beyond this machine, with no API key
+    liveness_timeout_s: float | None  # silent this long, an instance is hung; None: no watch
 
 
 async def prepare_cluster(settings: RunSettings) -> PreparedCluster:
@@ -221,7 +222,7 @@ async def prepare_cluster(settings: RunSettings) -> PreparedCluster:
     layout = cluster_layout(spec)
     (balance,) = spec.balance  # the cluster takes one balance: the parser says so
     lab = await asyncio.to_thread(lab_config, spec, need_nginx=True)
-    return PreparedCluster(settings, lab, layout, balance, _warning(lab))
+    return PreparedCluster(settings, lab, layout, balance, _warning(lab), spec.liveness_timeout)
 
 
 async def start_cluster(prepared: PreparedCluster, *, preflight: bool = True) -> ClusterState:
@@ -241,7 +242,9 @@ async def start_cluster(prepared: PreparedCluster, *, preflight: bool = True) ->
 
 async def serve_cluster(prepared: PreparedCluster) -> int:
     """The supervisor's own body (`llamalab cluster serve`); its exit status."""
-    return await standing_cluster.serve(prepared.lab, prepared.layout, prepared.balance)
+    return await standing_cluster.serve(
+        prepared.lab, prepared.layout, prepared.balance, prepared.liveness_timeout_s
+    )
 
 
 async def stop_cluster() -> ClusterState | None:

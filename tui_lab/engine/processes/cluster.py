@@ -17,7 +17,7 @@ from tui_lab.engine.events import EventSink
 from tui_lab.engine.plan.config import Balance, LabConfig, Layout, server_argv
 from tui_lab.engine.processes.gpu_placement import cuda_env
 from tui_lab.engine.processes.instance import ServerInstance, connect_host
-from tui_lab.engine.processes.nginx_config import ProxySpec
+from tui_lab.engine.processes.nginx_config import SWEEP_FAILOVER, Failover, ProxySpec
 from tui_lab.engine.processes.placement import InstancePlacement, of_layout
 from tui_lab.engine.processes.ports import check_port_layout, ensure_free
 from tui_lab.engine.processes.proxy import NginxProxy
@@ -28,6 +28,7 @@ class ClusterSpec:
     layout: Layout
     balance: Balance
     max_concurrency: int  # sizes nginx's worker_connections
+    failover: Failover = SWEEP_FAILOVER  # nginx's timeouts and retry rules
 
 
 def required_ports(lab: LabConfig, instances: int, proxied: bool) -> list[tuple[int, str]]:
@@ -83,6 +84,7 @@ class Cluster:
             run_dir=self.run_dir,
             balance=balance,
             max_concurrency=self.spec.max_concurrency,
+            failover=self.spec.failover,
             api_key=self.lab.api_key,
             upstream_keepalive=self.lab.upstream_keepalive,
             session_header=self.lab.session_header,
@@ -117,10 +119,13 @@ class Cluster:
             await self.stop()
             raise
 
-    async def restart_instance(self, index: int, session: aiohttp.ClientSession) -> None:
-        """Stop and start one server in place; nginx keeps routing to its port."""
+    async def restart_instance(
+        self, index: int, session: aiohttp.ClientSession, *, grace_s: float = 10.0
+    ) -> None:
+        """Stop and start one server in place; nginx keeps routing to its port. `grace_s` 0
+        kills at once (a hung server would not act on SIGTERM; SIGSTOPped, it cannot)."""
         old = self.instances[index]
-        await old.stop()
+        await old.stop(grace_s)
         fresh = ServerInstance(
             index,
             self.lab.host,

@@ -134,5 +134,5 @@ class ServerInstance:
         self.process.kill()
         return self.hung
 
-    async def stop(self) -> None:
-        await self.process.stop()
+    async def stop(self, grace_s: float = 10.0) -> None:
+        await self.process.stop(grace_s)

@@ -10,6 +10,18 @@ sends no header is spread over the instances, never funnelled to one.
 Buffering is off so streamed tokens pass at once, upstream connections are kept alive, and
 every path lives in the lab's own run folder so nothing in /etc/nginx or /var/lib/nginx is
 touched.
+
+Which requests nginx sends on to another instance (`Failover`): `proxy_next_upstream error
+timeout` only, so a connection that fails or times out *before the request was sent* (a dead
+instance refuses the connect) is retried on the next instance, for every method. Once a request
+has been sent, nginx never resends a POST (non-idempotent: a chat completion would run twice),
+so a POST that was on an instance that dies or hangs fails with 502 to its client; only a GET
+or HEAD (`/health`, `/v1/models`) is resent after an error. The standing cluster does not add
+`non_idempotent`; a sweep with upstream keep-alive does, for a pooled connection that died
+before its request could reach the server. A frozen instance still accepts connections (the
+kernel completes them into its listen backlog), so no connect timeout catches it: the standing
+cluster's supervisor does (cluster_health.py), and `proxy_read_timeout` stays long, because
+between two bytes of a reply it must cover a whole non-streamed generation.
 """
 
 from __future__ import annotations
@@ -29,6 +41,31 @@ IDLE_PER_UPSTREAM = 4
 
 
 @dataclass(frozen=True)
+class Failover:
+    """How nginx gives up on an instance and where it sends the request instead (see above)."""
+
+    connect_timeout_s: int = 60  # nginx's own default
+    max_fails: int = 3  # errors within fail_timeout that take an instance out for fail_timeout
+    fail_timeout_s: int = 10
+    tries: int = 2  # instances one request may be offered to, the first included
+    resend_pooled: bool = True  # with upstream keep-alive: resend what a dead pooled one lost
+    # How long a client's idle connection is kept (nginx's default 75 s). A reload closes the
+    # idle ones, and a client that reuses one at that instant gets an error for its request.
+    client_keepalive_s: int = 75
+
+
+# A sweep's proxy measures: nginx's defaults where a loaded box could be slow to accept.
+SWEEP_FAILOVER = Failover()
+# The standing cluster's proxy serves: a loopback connect that takes 2 s is a dead instance, one
+# error takes it out for 5 s (the supervisor takes it out for good meanwhile), nothing already
+# sent is ever resent, and no client connection is kept idle, so the supervisor's reloads never
+# close one under a client (a connect per request costs milliseconds beside a generation).
+STANDING_FAILOVER = Failover(
+    connect_timeout_s=2, max_fails=1, fail_timeout_s=5, resend_pooled=False, client_keepalive_s=0
+)
+
+
+@dataclass(frozen=True)
 class ProxySpec:
     listen_host: str
     listen_port: int
@@ -36,8 +73,7 @@ class ProxySpec:
     run_dir: Path
     balance: Balance = "round_robin"
     max_concurrency: int = 1
-    max_fails: int = 3
-    fail_timeout_s: int = 10
+    failover: Failover = SWEEP_FAILOVER
     read_timeout_s: int = 3600
     api_key: str | None = None
     # Off by default: llama-server closes the connection after every streamed reply while
@@ -46,6 +82,9 @@ class ProxySpec:
     # only for non-streaming loads, where it saves a loopback connect per request.
     upstream_keepalive: bool = False
     session_header: str = DEFAULT_SESSION_HEADER  # what `session` balancing keys on
+    # Indexes into `upstreams` out of the rotation (marked `down`, which keeps `hash
+    # consistent` sending every other session where it went before).
+    down: frozenset[int] = frozenset()
 
 
 def header_variable(header: str) -> str:
@@ -79,11 +118,13 @@ def render(spec: ProxySpec) -> str:
         raise LabError("nginx needs at least one llama-server upstream")
     run = spec.run_dir
     wc = worker_connections(spec.max_concurrency)
+    failover = spec.failover
     servers = "\n".join(
-        f"        server {_addr(h, p)} max_fails={spec.max_fails} "
-        f"fail_timeout={spec.fail_timeout_s}s;"
-        for h, p in spec.upstreams
+        f"        server {_addr(h, p)} max_fails={failover.max_fails} "
+        f"fail_timeout={failover.fail_timeout_s}s{' down' if i in spec.down else ''};"
+        for i, (h, p) in enumerate(spec.upstreams)
     )
+    retry = "error timeout"
     method = session_map = ""
     if spec.balance == "least_conn":
         method = "        least_conn;\n"
@@ -109,13 +150,11 @@ def render(spec: ProxySpec) -> str:
     if spec.upstream_keepalive:
         idle = IDLE_PER_UPSTREAM * len(spec.upstreams)
         pool = f"        keepalive {idle};\n        keepalive_timeout 4s;\n"
-        # A pooled connection can die in the instant before nginx reuses it; such a request
-        # never reached the server, so it is passed to the next one.
-        reuse = (
-            '            proxy_set_header Connection "";\n'
-            "            proxy_next_upstream error timeout non_idempotent;\n"
-            "            proxy_next_upstream_tries 2;\n"
-        )
+        reuse = '            proxy_set_header Connection "";\n'
+        if failover.resend_pooled:
+            # A pooled connection can die in the instant before nginx reuses it; such a
+            # request never reached the server, so it is passed to the next one.
+            retry += " non_idempotent"
     return f"""# Written by llamalab; regenerated on every start.
 worker_processes 1;
 worker_rlimit_nofile {2 * wc + 64};
@@ -141,10 +180,14 @@ http {{
 
     server {{
         listen {_addr(spec.listen_host, spec.listen_port)};
+        keepalive_timeout {failover.client_keepalive_s}s;
         location / {{
 {auth}            proxy_pass http://llama;
             proxy_http_version 1.1;
-{reuse}            proxy_set_header Host $host;
+{reuse}            proxy_connect_timeout {failover.connect_timeout_s}s;
+            proxy_next_upstream {retry};
+            proxy_next_upstream_tries {failover.tries};
+            proxy_set_header Host $host;
             proxy_buffering off;
             proxy_cache off;
             proxy_request_buffering off;

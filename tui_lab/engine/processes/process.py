@@ -157,6 +157,7 @@ class ManagedProcess:
         self.stopping = True
         if self._proc.returncode is None:
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a frozen (SIGSTOPped) one acts on it now
             try:
                 await asyncio.wait_for(asyncio.shield(self._waiter), grace_s)
             except TimeoutError:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import EventSink, ProcessState, ProcessStatus
@@ -122,6 +127,33 @@ class NginxProxy:
                 pass
             await asyncio.sleep(HEALTH_POLL_S)
         raise LabError(f"nginx did not answer on port {self.spec.listen_port}: {self.error_tail()}")
+
+    def worker_pids(self) -> set[int]:
+        if self.process.pid is None:
+            return set()
+        with contextlib.suppress(psutil.Error):
+            return {p.pid for p in psutil.Process(self.process.pid).children()}
+        return set()
+
+    async def reload(self, down: frozenset[int], timeout_s: float = 10.0) -> None:
+        """Take the upstreams in `down` out of the rotation (and put the others back) without
+        dropping a connection: SIGHUP makes nginx's master start workers on the new file while
+        the old ones finish the requests they hold. Returns once a new worker runs, since a
+        reload nginx refuses leaves the old workers serving and says so only in its log."""
+        spec = replace(self.spec, down=down)
+        write_config(spec)
+        await check_config(self.nginx_bin, spec.run_dir)
+        old = self.worker_pids()
+        if not self.process.running or self.process.pid is None:
+            raise LabError("nginx is not running, so it cannot reload")
+        os.kill(self.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.worker_pids() - old:
+                self.spec = spec
+                return
+            await asyncio.sleep(0.05)
+        raise LabError(f"nginx did not reload within {timeout_s:.0f} s: {self.error_tail()}")
 
     async def stop(self) -> None:
         await self.process.stop(grace_s=5.0)

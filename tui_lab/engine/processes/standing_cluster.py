@@ -33,7 +33,9 @@ from tui_lab.engine.events import (
 )
 from tui_lab.engine.plan.config import Balance, LabConfig, Layout
 from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_ports
+from tui_lab.engine.processes.cluster_health import HISTORY_KEPT, Healer, Incident
 from tui_lab.engine.processes.instance import control_session, http_url
+from tui_lab.engine.processes.nginx_config import STANDING_FAILOVER
 from tui_lab.engine.processes.pids import alive_as_started
 from tui_lab.engine.processes.ports import ensure_free
 from tui_lab.engine.processes.process import spawn_detached, terminate_and_wait
@@ -134,6 +136,7 @@ class ClusterState:
     nginx: ClusterProcess
     instances: tuple[ClusterProcess, ...]
     error: str | None = None
+    history: tuple[Incident, ...] = ()  # what the supervisor healed, oldest first
 
     @property
     def ready(self) -> int:
@@ -145,6 +148,7 @@ class ClusterState:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["nginx"] = self.nginx.to_json()
         data["instances"] = [i.to_json() for i in self.instances]
+        data["history"] = [i.to_json() for i in self.history]
         if public:
             del data["api_key"]
         return data
@@ -204,6 +208,7 @@ class ClusterState:
             nginx=ClusterProcess.from_json(data["nginx"]),
             instances=tuple(ClusterProcess.from_json(i) for i in data["instances"]),
             error=data.get("error"),
+            history=tuple(Incident.from_json(i) for i in data.get("history", ())),
         )
 
 
@@ -240,8 +245,10 @@ def running_state() -> ClusterState | None:
     return None
 
 
-async def serve(lab: LabConfig, layout: Layout, balance: Balance) -> int:
-    """The supervisor's body: start, record, wait for a stop signal, stop; returns exit status."""
+async def serve(
+    lab: LabConfig, layout: Layout, balance: Balance, liveness_timeout_s: float | None
+) -> int:
+    """The supervisor's body: start, record, heal until a stop signal, stop; its exit status."""
     run_dir = cluster_dir()
     me = psutil.Process()
     state = ClusterState(
@@ -272,18 +279,33 @@ async def serve(lab: LabConfig, layout: Layout, balance: Balance) -> int:
                 state = replace(state, instances=tuple(instances))
             write_state(state)
 
+    def remember(incident: Incident) -> None:
+        nonlocal state
+        state = replace(state, history=(*state.history, incident)[-HISTORY_KEPT:])
+        write_state(state)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    cluster = Cluster(lab, ClusterSpec(layout, balance, max_concurrency=1024), run_dir, record)
+    spec = ClusterSpec(layout, balance, max_concurrency=1024, failover=STANDING_FAILOVER)
+    cluster = Cluster(lab, spec, run_dir, record)
     status = 0
     try:
         async with control_session() as session:
             await cluster.start(session)
-        state = replace(state, status="ready")
-        write_state(state)
-        await stop.wait()
+            state = replace(state, status="ready")
+            write_state(state)
+            healer = Healer(cluster, session, liveness_timeout_s, remember)
+            healing = asyncio.create_task(healer.run())
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({healing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                healing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await healing  # a healer's own error surfaces here, in the supervisor's log
     except LabError as exc:
         state = replace(state, status="failed", error=str(exc))
         status = 1

@@ -634,6 +634,12 @@ SETTINGS: tuple[Setting, ...] = (
         help="a server silent on /health this long during a cell is hung: it is killed, so "
         "its requests fail at once, and the cell's row names it (0 or off: no watch; "
         "default %(default)s)",
+        command_help={
+            "cluster": "an instance whose /health has not answered this long is hung: the "
+            "cluster takes it out of nginx's rotation and restarts it (0 or off: only a dead "
+            "one is; default %(default)s)"
+        },
+        commands=SERVERS,
     ),
     Setting(
         "stop_on_error",
