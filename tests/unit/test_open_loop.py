@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from pathlib import Path
 from statistics import fmean, pstdev
 
 import pytest
 
 from tests.fake_llama_server import FakeLlamaServer
+from tui_lab.cli.parser import build_parser, settings_from_args
+from tui_lab.engine import lab
 from tui_lab.engine.load.arrivals import Arrivals, schedule
 from tui_lab.engine.load.client import LoadSpec, OpenLoopCounts, RequestRecord, run_load
 from tui_lab.engine.load.stats import summarize, summarize_load
 from tui_lab.engine.load.workloads import WorkRequest
+from tui_lab.engine.plan.config import LabConfig
+from tui_lab.engine.plan.search import describe, lanes
 from tui_lab.engine.processes.instance import control_session
+from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.writer import ResultsWriter
+from tui_lab.engine.settings.run_settings import RunSettings, build_plan, load_settings
+from tui_lab.engine.sweeps import resume
+from tui_lab.engine.sweeps.runner import cell_row, load_spec
 from tui_lab.engine.telemetry.cell_queue import QueueSample, queue_figures, sample_queues
+
+parse = build_parser().parse_args
 
 # ---- the schedule
 
@@ -144,3 +156,73 @@ async def test_the_sampler_sees_requests_waiting_for_a_slot() -> None:
     figures = sampler.figures()
     assert figures.deferred_max == 2  # three in flight, one slot
     assert figures.instance_deferred_max == "2"
+
+
+# ---- rates in every sweep path
+
+OPEN = RunSettings(
+    kind="sweep-full",
+    instances="1",
+    parallel="1,2",
+    concurrency="4",
+    rate="0.5,2",
+    n_predict="8",
+    requests="4",
+    model="/m/model.gguf",
+)
+
+
+def test_each_rate_is_a_cell_of_the_full_and_round_robin_sweeps() -> None:
+    plan = build_plan(OPEN)
+    assert [(c.layout.parallel, c.rate) for c in plan.cells] == [
+        (1, 0.5),
+        (1, 2.0),
+        (2, 0.5),
+        (2, 2.0),
+    ]
+    assert plan.cells[0].params()["rate"] == 0.5
+    rr = build_plan(OPEN.with_values(kind="sweep-round-robin", parallel="2", concurrency="1,4"))
+    assert [(c.concurrency, c.rate) for c in rr.cells] == [(1, 0.5), (1, 2.0), (4, 0.5), (4, 2.0)]
+    single_rate = build_plan(OPEN.with_values(kind="test-concurrent", parallel="2", rate="3"))
+    assert [c.rate for c in single_rate.cells] == [3.0]
+    assert [c.rate for c in build_plan(OPEN.with_values(rate="")).cells] == [None, None]
+
+
+def test_the_cell_load_is_open_loop_seeded_with_the_workload_seed() -> None:
+    settings = OPEN.with_values(arrival="constant", burst="2", seed="5")
+    load = load_settings(settings)
+    spec = load_spec("http://x", load, None, 4, 8, 8, rate=2.0)
+    assert spec.arrivals == Arrivals(2.0, "constant", 2, 5)
+    assert load_spec("http://x", load, None, 4, 8, 8).arrivals is None
+
+
+def test_a_sweep_over_rates_resumes_with_the_same_cells(tmp_path: Path) -> None:
+    plan = build_plan(OPEN)
+    lab = LabConfig(server_bin=Path("/s"), model=Path("/m/model.gguf"), nginx_bin=None)
+    with ResultsWriter(tmp_path, plan.run, resume.recorded_config(OPEN, plan, lab), {}) as w:
+        for index in (1, 2):
+            w.write(cell_row(plan, index, plan.cells[index - 1], None, None, None))
+    resumed = resume.load(w.jsonl_path)
+    assert resumed.plan == plan and resumed.todo == [3, 4]
+    assert [r["rate"] for r in read_rows(w.jsonl_path)] == [0.5, 2.0]
+    row = read_rows(w.jsonl_path)[0]
+    assert {"offered_rate", "achieved_rate", "deferred_max", "instance_kv_max"} <= set(row)
+
+
+def test_the_adaptive_search_climbs_concurrency_for_each_rate_apart() -> None:
+    plan = build_plan(OPEN.with_values(kind="sweep-adaptive", parallel="2", concurrency="1,4"))
+    grouped = lanes(plan.cells)
+    assert [[(c.rate, c.concurrency) for c in lane] for lane in grouped] == [
+        [(0.5, 1), (0.5, 4)],
+        [(2.0, 1), (2.0, 4)],
+    ]
+    assert describe(grouped[1][0]) == "1x2 c=1 rate=2/s"
+
+
+async def test_llamalab_load_takes_a_rate_and_a_workload() -> None:
+    async with FakeLlamaServer() as server:
+        argv = ["load", "--url", server.base_url, "--rate", "20", "--arrival", "constant"]
+        argv += ["--requests", "4", "--n-predict", "3", "--workload", "fixed"]
+        summary = await lab.measure_load(server.base_url, settings_from_args(parse(argv)))
+    assert summary.requests_ok == 4 and summary.offered_rate == pytest.approx(20.0)
+    assert summary.achieved_rate is not None and summary.client_queue_max == 0
