@@ -30,9 +30,9 @@ def test_an_open_loop_sweep_writes_a_row_per_rate_with_its_queues(
     assert (slow["rate"], fast["rate"]) == (1.0, 20.0)
     for row in (slow, fast):
         assert not row["error"] and row["requests_ok"] == 6, row
-        assert row["offered_rate"] > 0 and 0 < row["achieved_rate"] <= 2 * row["offered_rate"]
+        assert 0 <= row["achieved_rate"] <= row["offered_rate"]
         assert row["output_tokens"] == row["server_output_tokens"] == 6 * 8
         assert row["deferred_max"] is not None and row["instance_deferred_max"] is not None
-    assert slow["achieved_rate"] < fast["achieved_rate"] < fast["offered_rate"]
+    assert slow["achieved_rate"] > 0 and fast["achieved_rate"] < fast["offered_rate"] / 2
     assert fast["client_queue_max"] >= 1 and fast["client_wait_ms_p99"] > 0
     assert fast["deferred_max"] >= 1  # two in flight, one slot: the server says one waits

@@ -111,7 +111,8 @@ class OpenLoopCounts:
     """What only the client of an open loop knows: its schedule and its own queue."""
 
     offered_rate: float  # arrivals per second, as drawn (Schedule.offered_rate)
-    served: int  # arrivals whose requests all succeeded
+    window_s: float  # the arrivals window: from the first arrival, Schedule.window_s long
+    served: int  # arrivals whose requests all succeeded before the window ended
     queued_max: int  # the most arrivals waiting at once for a place under the concurrency cap
 
 
@@ -324,7 +325,7 @@ async def _open_loop(
                 ok = ok and record.ok
                 if on_record is not None:
                     on_record(record)
-            served += ok
+            served += ok and time.perf_counter() - start <= plan.window_s
             claimed -= 1
 
     async with asyncio.TaskGroup() as group:
@@ -333,7 +334,7 @@ async def _open_loop(
             group.create_task(worker())
     wall_end = time.perf_counter()
     measured = tuple(records[i] for i in sorted(records))
-    counts = OpenLoopCounts(plan.offered_rate, served, queued_max)
+    counts = OpenLoopCounts(plan.offered_rate, plan.window_s, served, queued_max)
     return LoadResult(measured, warmup, start, wall_end, counts)
 
 
