@@ -2,9 +2,10 @@
 
 First a closed-loop cell finds what one server of 2 slots behind nginx serves (requests/s at
 concurrency 16); then Poisson arrivals at 0.3 and 0.6 of that and at twice that, on the same
-servers, capped at 16 in flight. Below capacity the achieved rate should follow the offered one (issue
-12: within 5 %); above it the excess must show as queueing, in the client (arrivals held back
-by the cap) and at the server (requests deferred behind its slots), not as a quietly lower rate.
+servers, capped at 16 in flight. Below capacity the achieved rate should follow the offered one
+(issue 12: within 5 %); above it the excess must show as queueing, in the client (arrivals held
+back by the cap) and at the server (requests deferred behind its slots), not as a quietly lower
+rate.
 Then a synthetic workload at two prompt lengths: the prompt tokens the server counted against
 those asked (issue 12: within 1 %; the server's count includes its BOS token).
 
