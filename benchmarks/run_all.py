@@ -23,6 +23,7 @@ ORDER = (
     "engine_limit",
     "adaptive_vs_grid",
     "workloads",
+    "open_loop",
 )
 
 

@@ -37,6 +37,27 @@ def test_multi_turn_cell_through_the_cli(lab: LabConfig, tmp_path: Path) -> None
     assert "multi-turn" in json.dumps(meta)
 
 
+def test_a_multi_turn_full_sweep_writes_a_row_per_balance(lab: LabConfig, tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    out = llamalab(
+        "sweep", "full", "--workload", "multi-turn", "--instances", "2", "--parallel", "2",
+        "--concurrency", "4", "--balance", "round_robin,session", "--sessions", "2",
+        "--turns", "2", "--system-tokens", "32", "--prompt-tokens", "8", "--n-predict", "8",
+        "--threads", "1", "--results", str(results), *ports(lab),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = read_rows(next(results.glob("sweep-full-*.jsonl")))
+    assert [(r["balance"], r["workload"]) for r in rows] == [
+        ("round_robin", "multi-turn"),
+        ("session", "multi-turn"),
+    ]
+    for row in rows:
+        assert not row["error"] and row["requests_ok"] == 4, row
+        assert row["output_tokens"] == row["server_output_tokens"] == 4 * 8
+        assert row["cache_hit_rate"] is not None
+        assert len(row["instance_output_tokens"].split(";")) == 2
+
+
 async def test_lengths_are_the_servers_tokens_and_turns_grow(
     server_bin: Path, model: Path, tmp_path: Path
 ) -> None:

@@ -88,6 +88,32 @@ CLI_CASES = [
     (["sweep", "full", "--session-header", "X-Sess$on"], "--session-header: 'X-Sess$on' is not"),
     (["load", "--url", "notaurl"], "--url: 'notaurl' is not an http:// or https:// URL"),
     (["load", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "--concurrency: 0 is below"),
+    (["sweep", "full", "--rate", "0"], "--rate: 0 is not above 0 requests per second"),
+    (["sweep", "full", "--rate=-2"], "--rate: -2 is not above 0 requests per second"),
+    (["sweep", "full", "--rate", "1,soon"], "--rate: 'soon' is not a number of requests"),
+    (["test", "round-robin", "--rate", "1,2"], "--rate: this run takes one value"),
+    (["sweep", "full", "--rate", "1", "--arrival", "bursty"], "--arrival: 'bursty' is not one"),
+    (["sweep", "full", "--rate", "1", "--burst", "0"], "--burst: 0 is below 1"),
+    (["load", "--url", "http://127.0.0.1:9", "--rate", "0"], "--rate: 0 is not above 0"),
+    (["load", "--url", "http://127.0.0.1:9", "--workload", "chats"], "--workload: 'chats' is not"),
+    (
+        ["sweep", "full", "--workload", "synthetic", "--prompt-tokens", "uniform(-5,10)"],
+        "--prompt-tokens: 'uniform(-5,10)': a length cannot be negative",
+    ),
+    (["sweep", "full", "--output-tokens=-5"], "--output-tokens: -5 is below 1"),
+    (
+        ["sweep", "full", "--workload", "synthetic", "--prompt-tokens", "uniform(9,3)"],
+        "--prompt-tokens: 'uniform(9,3)': min 9 is above max 3",
+    ),
+    (
+        ["sweep", "full", "--workload", "file", "--workload-file", "{tmp}/missing.jsonl"],
+        "--workload-file: cannot read ",
+    ),
+    (
+        ["sweep", "full", "--workload", "file", "--workload-file", "{tmp}/bad.jsonl"],
+        "bad.jsonl:2: neither a prompt nor messages",
+    ),
+    (["sweep", "full", "--workload", "multi-turn", "--turns", "0"], "--turns: 0 is below 1"),
     (["analyze", "{tmp}/missing.csv"], "results file not found: "),
     (["analyze", "{tmp}/results/kept.csv", "--field", "nosuch"], "cannot rank by 'nosuch'"),
     (["analyze", "{tmp}/results/kept.csv", "--count", "-1"], "--count: -1 is below 1"),
@@ -103,6 +129,7 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LLAMALAB_CONFIG", str(tmp_path / "config"))
     (tmp_path / "notes.gguf").write_text("not a model\n")
+    (tmp_path / "bad.jsonl").write_text('"a prompt"\n{"other": 1}\n')
     results = tmp_path / "results"
     results.mkdir()
     (results / "kept.csv").write_text("cell,output_tok_per_s\n1,61.5\n")
@@ -177,6 +204,7 @@ FORM_CASES = [
     ("model", "/nonexistent/m.gguf", "model not found: /nonexistent/m.gguf"),
     ("server_args", "'-ngl", "--server-args: No closing quotation"),
     ("api_key", "k e y", "--api-key: use letters, digits"),
+    ("rate", "0", "--rate: 0 is not above 0 requests per second"),
 ]
 
 

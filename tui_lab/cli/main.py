@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tui_lab.cli.parser import SWEEP_CONTROLS, build_parser, settings_from_args
 from tui_lab.cli.progress import ProgressPrinter
-from tui_lab.cli.tables import SUMMARY_COLUMNS, format_table
+from tui_lab.cli.tables import SUMMARY_COLUMNS, format_table, summary_columns
 from tui_lab.engine import event_loop, lab
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event
@@ -92,8 +92,8 @@ def _run_plan(prepared: lab.PreparedRun, detached_run_dir: Path | None = None) -
         if events is not None:
             events.close()
     adaptive = runner if isinstance(runner, AdaptiveRunner) else None
-    columns = (*SUMMARY_COLUMNS, "phase") if adaptive else SUMMARY_COLUMNS
-    print(format_table(list(outcome.rows), columns))
+    columns = summary_columns(outcome.rows)
+    print(format_table(list(outcome.rows), (*columns, "phase") if adaptive else columns))
     if adaptive is not None:
         print(adaptive.verdict())
     print(f"results: {prepared.writer.csv_path} and {prepared.writer.jsonl_path}")
@@ -170,7 +170,8 @@ def cmd_attach() -> int:
         print("left it running: sweep attach watches again, sweep stop stops it", file=sys.stderr)
         return 0
     progress.close()
-    print(format_table(read_rows(state.jsonl), SUMMARY_COLUMNS))
+    rows = read_rows(state.jsonl)
+    print(format_table(rows, summary_columns(rows)))
     print(f"results: {state.csv} and {state.jsonl}")
     return 0 if finished else 1
 

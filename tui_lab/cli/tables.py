@@ -26,6 +26,17 @@ SUMMARY_COLUMNS = (
     "decode_tok_per_s",
     "error",
 )
+# Beside the throughput when a sweep ran open loop: the rate asked, drawn and achieved, and the
+# queues it built (in the client, and at the servers' slots).
+OPEN_LOOP_COLUMNS = ("rate", "offered_rate", "achieved_rate", "client_queue_max", "deferred_max")
+
+
+def summary_columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The summary's columns, with the open-loop ones where a row has a rate."""
+    if not any(row.get("rate") is not None for row in rows):
+        return SUMMARY_COLUMNS
+    at = SUMMARY_COLUMNS.index("requests_per_s") + 1
+    return (*SUMMARY_COLUMNS[:at], *OPEN_LOOP_COLUMNS, *SUMMARY_COLUMNS[at:])
 
 
 def format_table(rows: Sequence[Row], columns: Sequence[str]) -> str:

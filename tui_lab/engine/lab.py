@@ -24,6 +24,7 @@ from tui_lab.engine.machine.preflight import require_fit
 from tui_lab.engine.plan.config import Balance, LabConfig, Layout, exposure_warning
 from tui_lab.engine.plan.runs import Plan
 from tui_lab.engine.processes import standing_cluster
+from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.run_folder import new_run_dir
 from tui_lab.engine.processes.standing_cluster import ClusterState
 from tui_lab.engine.results.writer import ResultsWriter
@@ -41,7 +42,13 @@ from tui_lab.engine.settings.spec import RunSpec
 from tui_lab.engine.sweeps import detached, resume
 from tui_lab.engine.sweeps.adaptive import runner_class
 from tui_lab.engine.sweeps.detached import DetachedRun
-from tui_lab.engine.sweeps.runner import Outcome, PlanRunner, check_plan_ports, load_spec
+from tui_lab.engine.sweeps.runner import (
+    Outcome,
+    PlanRunner,
+    check_plan_ports,
+    load_spec,
+    workload_script,
+)
 
 # ---- runs ------------------------------------------------------------------------------------
 
@@ -151,7 +158,14 @@ async def measure_load(url: str, settings: RunSettings) -> RunSummary:
     if not url.startswith(("http://", "https://")):
         raise LabError(f"--url: {url!r} is not an http:// or https:// URL")
     requests = load.requests_for(concurrency)
-    spec = load_spec(url.rstrip("/"), load, api_key, concurrency, requests, load.n_predict)
+    base = url.rstrip("/")
+    async with control_session() as session:  # a workload's texts, in that server's tokens
+        script = await workload_script(
+            session, base, api_key, load.workload, requests, load.n_predict
+        )
+    spec = load_spec(
+        base, load, api_key, concurrency, requests, load.n_predict, script, parsed.rate[0]
+    )
     # Summarised inside the loop: Python 3.11's asyncio.run reprs the returned value on exit
     # (its SIGINT handler check): over a second for 40,000 records.
     return summarize_load(await run_load(spec))

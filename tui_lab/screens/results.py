@@ -22,6 +22,7 @@ COLUMNS = (
     "instances",
     "parallel",
     "concurrency",
+    "rate",
     "n_predict",
     "output_tok_per_s",
     "requests_per_s",
@@ -29,6 +30,11 @@ COLUMNS = (
     "cache_hit_rate",
     "prefill_tok_per_s",
     "decode_tok_per_s",
+    "achieved_rate",  # open loop: against `rate`
+    "client_queue_max",
+    "deferred_max",  # requests waiting for a slot at the servers
+    "instance_deferred_max",
+    "instance_kv_max",
     "requests_failed",
     "error",
 )

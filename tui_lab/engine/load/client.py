@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import httptools
 import orjson
 
+from tui_lab.engine.load.arrivals import Arrivals, schedule
 from tui_lab.engine.load.http_connection import ConnectionPool, StallError, Target
 from tui_lab.engine.load.workloads import Script, WorkRequest
 from tui_lab.engine.plan.config import Api
@@ -57,6 +58,9 @@ class LoadSpec:
     # The workload's requests (workloads.build), `requests` of them; None: every request is the
     # same one, built from the fields above (the fixed workload).
     script: Script | None = None
+    # Open loop: the measured chains arrive on this schedule (at most `concurrency` requests in
+    # flight; an arrival past that waits in the client). None: closed loop, C clients.
+    arrivals: Arrivals | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,9 @@ class RequestRecord:
     prefill_tokens: int | None = None  # prompt tokens it evaluated (not from the cache)
     prefill_ms: float | None = None  # its time evaluating those
     decode_ms: float | None = None  # its time generating the output tokens
+    # Open loop: perf_counter of the chain's scheduled arrival, on its first request only; until
+    # `start` it waited in the client for a free place under the concurrency cap.
+    arrived: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,8 +101,19 @@ class RequestRecord:
 class LoadResult:
     records: tuple[RequestRecord, ...]  # measured only, ordered by index
     warmup_records: tuple[RequestRecord, ...]
-    wall_start: float  # perf_counter at the start of the measured phase
+    wall_start: float  # perf_counter at the start of the measured phase (the first arrival)
     wall_end: float
+    open_loop: OpenLoopCounts | None = None
+
+
+@dataclass(frozen=True)
+class OpenLoopCounts:
+    """What only the client of an open loop knows: its schedule and its own queue."""
+
+    offered_rate: float  # arrivals per second, as drawn (Schedule.offered_rate)
+    window_s: float  # the arrivals window: from the first arrival, Schedule.window_s long
+    served: int  # arrivals whose requests all succeeded before the window ended
+    queued_max: int  # the most arrivals waiting at once for a place under the concurrency cap
 
 
 class _Counts(NamedTuple):
@@ -139,10 +157,14 @@ async def run_load(
     measured = _same(spec.requests) if spec.script is None else _scripted(spec, url, headers)
     try:
 
-        def send(index: int, request: bytes | None) -> Awaitable[RequestRecord]:
-            return _request(pool, spec, index, request)
+        def send(
+            index: int, request: bytes | None, arrived: float | None = None
+        ) -> Awaitable[RequestRecord]:
+            return _request(pool, spec, index, request, arrived)
 
         warmup = await _phase(send, _same(spec.warmup), spec.concurrency, None)
+        if spec.arrivals is not None:
+            return await _open_loop(send, list(measured), spec, on_record, warmup)
         wall_start = time.perf_counter()
         records = await _phase(send, measured, spec.concurrency, on_record)
         wall_end = time.perf_counter()
@@ -254,8 +276,74 @@ async def _phase(
     return tuple(records[i] for i in sorted(records))
 
 
+_Sender = Callable[[int, bytes | None, float | None], Awaitable[RequestRecord]]
+
+
+async def _open_loop(
+    send: _Sender,
+    chains: Sequence[_Chain],
+    spec: LoadSpec,
+    on_record: Callable[[RequestRecord], None] | None,
+    warmup: tuple[RequestRecord, ...],
+) -> LoadResult:
+    """Chains arrive on the schedule, whatever the servers are doing; `concurrency` workers take
+    them oldest first. An arrival with every worker busy waits in the client's queue, its
+    arrival time kept, so the offered rate is never silently lowered: the wait shows as
+    client-side queueing, not as a slower schedule. A conversation holds its worker through its
+    turns and think times, as one user would."""
+    assert spec.arrivals is not None
+    plan = schedule(spec.arrivals, len(chains))
+    waiting: asyncio.Queue[tuple[_Chain, float] | None] = asyncio.Queue()
+    records: dict[int, RequestRecord] = {}
+    served = claimed = queued_max = 0  # claimed: arrivals not yet finished, waiting or not
+    start = time.perf_counter()
+
+    async def arrive() -> None:
+        nonlocal claimed, queued_max
+        for chain, offset in zip(chains, plan.times, strict=True):
+            delay = start + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            claimed += 1
+            queued_max = max(queued_max, claimed - spec.concurrency)
+            waiting.put_nowait((chain, start + offset))
+        for _ in range(spec.concurrency):
+            waiting.put_nowait(None)
+
+    async def worker() -> None:
+        nonlocal served, claimed
+        while (item := await waiting.get()) is not None:
+            chain, first = item
+            arrived: float | None = first
+            ok = True
+            for index, request, think_s in chain:
+                if think_s > 0:
+                    await asyncio.sleep(think_s)
+                record = await send(index, request, arrived)
+                arrived = None  # the arrival is the chain's first request's
+                records[index] = record
+                ok = ok and record.ok
+                if on_record is not None:
+                    on_record(record)
+            served += ok and time.perf_counter() - start <= plan.window_s
+            claimed -= 1
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(arrive())
+        for _ in range(spec.concurrency):
+            group.create_task(worker())
+    wall_end = time.perf_counter()
+    measured = tuple(records[i] for i in sorted(records))
+    counts = OpenLoopCounts(plan.offered_rate, plan.window_s, served, queued_max)
+    return LoadResult(measured, warmup, start, wall_end, counts)
+
+
 async def _request(
-    pool: ConnectionPool, spec: LoadSpec, index: int, request: bytes | None = None
+    pool: ConnectionPool,
+    spec: LoadSpec,
+    index: int,
+    request: bytes | None = None,
+    arrived: float | None = None,
 ) -> RequestRecord:
     start = time.perf_counter()
     retries = 0
@@ -281,6 +369,7 @@ async def _request(
         prefill_tokens=counts.prefill_tokens,
         prefill_ms=counts.prefill_ms,
         decode_ms=counts.decode_ms,
+        arrived=arrived,
     )
 
 

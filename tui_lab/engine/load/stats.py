@@ -16,7 +16,7 @@ from statistics import fmean
 from types import MappingProxyType
 from typing import NamedTuple
 
-from tui_lab.engine.load.client import LoadResult, RequestRecord
+from tui_lab.engine.load.client import LoadResult, OpenLoopCounts, RequestRecord
 
 _LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
 _POINTS = ("p50", "p90", "p99", "mean")
@@ -37,6 +37,8 @@ _CACHE_AND_PHASES = (
     "prefill_tok_per_s",
     "decode_tok_per_s",
 )
+# Open loop only (None under closed loop): the rates and the client's own queue.
+_OPEN_LOOP = ("offered_rate", "achieved_rate", "client_queue_max", "client_wait_ms_p99")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ class RunSummary:
     cache_hit_rate: float | None  # cached / prompt tokens of the requests that report a cache
     prefill_tok_per_s: float | None  # prompt tokens evaluated / the server's prefill time
     decode_tok_per_s: float | None  # one request's decode speed: its tokens / its decode time
+    offered_rate: float | None  # arrivals / the arrivals window, as drawn
+    achieved_rate: float | None  # arrivals served (all OK) within the arrivals window / window
+    client_queue_max: int | None  # most arrivals waiting in the client for the cap at once
+    client_wait_ms_p99: float | None  # an arrival's wait there, from arrival to sending
     ttft_ms: Percentiles
     tpot_ms: Percentiles
     itl_ms: Percentiles
@@ -86,12 +92,12 @@ class RunSummary:
     def flat_keys(cls) -> tuple[str, ...]:
         """The columns of `to_flat_dict`, so a failed cell's row can have them all, empty."""
         latency = tuple(f"{name}_{point}" for name in _LATENCIES for point in _POINTS)
-        return (*_TOTALS, *_CACHE_AND_PHASES, *latency, "errors")
+        return (*_TOTALS, *_CACHE_AND_PHASES, *_OPEN_LOOP, *latency, "errors")
 
     def to_flat_dict(self) -> dict[str, object]:
         """One level of scalars, for CSV rows and tables."""
         flat: dict[str, object] = {
-            name: getattr(self, name) for name in (*_TOTALS, *_CACHE_AND_PHASES)
+            name: getattr(self, name) for name in (*_TOTALS, *_CACHE_AND_PHASES, *_OPEN_LOOP)
         }
         for name in _LATENCIES:
             for point in _POINTS:
@@ -109,9 +115,13 @@ class RunSummary:
         return out
 
 
-def summarize(result_records: Sequence[RequestRecord], wall_s: float) -> RunSummary:
+def summarize(
+    result_records: Sequence[RequestRecord],
+    wall_s: float,
+    open_loop: OpenLoopCounts | None = None,
+) -> RunSummary:
     """`wall_s` is the measured phase's wall time; throughput is over it, not summed latencies,
-    because concurrent requests overlap."""
+    because concurrent requests overlap. Under open loop it runs from the first arrival."""
     ok = [r for r in result_records if r.ok]
     ttft: list[float] = []
     tpot: list[float] = []
@@ -125,6 +135,8 @@ def summarize(result_records: Sequence[RequestRecord], wall_s: float) -> RunSumm
         if r.output_tokens > 1:
             tpot.append((r.end - r.start - first) / (r.output_tokens - 1))
     output_tokens = sum(r.output_tokens for r in ok)
+    # An arrival's wait in the client, failed or not: it waited all the same.
+    waits = [r.start - r.arrived for r in result_records if r.arrived is not None]
     errors = Counter(r.error for r in result_records if r.error is not None)
     return RunSummary(
         requests_ok=len(ok),
@@ -136,6 +148,10 @@ def summarize(result_records: Sequence[RequestRecord], wall_s: float) -> RunSumm
         output_tok_per_s=output_tokens / wall_s if wall_s > 0 else 0.0,
         requests_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
         **_cache_and_phases(ok)._asdict(),
+        offered_rate=open_loop.offered_rate if open_loop else None,
+        achieved_rate=open_loop.served / open_loop.window_s if open_loop else None,
+        client_queue_max=open_loop.queued_max if open_loop else None,
+        client_wait_ms_p99=_ms(waits).p99 if open_loop else None,
         ttft_ms=_ms(ttft),
         tpot_ms=_ms(tpot),
         itl_ms=_ms(itl),
@@ -177,7 +193,8 @@ def _per_s(tokens_ms: Sequence[tuple[int, float]]) -> float | None:
 
 
 def summarize_load(result: LoadResult) -> RunSummary:
-    return summarize(result.records, result.wall_end - result.wall_start)
+    wall_s = result.wall_end - result.wall_start
+    return summarize(result.records, wall_s, result.open_loop)
 
 
 def _ms(seconds: Sequence[float]) -> Percentiles:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from tui_lab.engine.load.arrivals import ArrivalProcess
 from tui_lab.engine.load.workloads import DEFAULT_SESSION_HEADER, WorkloadSettings
 
 Balance = Literal["round_robin", "least_conn", "session"]
@@ -198,6 +199,8 @@ class LoadSettings:
     stall_timeout_s: float = 60.0
     warmup: bool = True
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
+    arrival: ArrivalProcess = "poisson"  # open loop: how a cell's `rate` is drawn
+    burst: int = 1
 
     def requests_for(self, concurrency: int) -> int:
         return self.workload.requests(
@@ -220,6 +223,7 @@ class Cell:
     n_predict: int
     requests: int
     workload: str = "fixed"
+    rate: float | None = None  # open loop: arrivals per second; None: closed loop
 
     def params(self) -> dict[str, object]:
         """The cell's coordinates as result columns, stable across every run kind."""
@@ -227,6 +231,7 @@ class Cell:
             "instances": self.layout.instances,
             "parallel": self.layout.parallel,
             "concurrency": self.concurrency,
+            "rate": self.rate,
             "n_predict": self.n_predict,
             "requests": self.requests,
             "threads": self.layout.threads,

@@ -95,10 +95,15 @@ def _layout(
 
 
 def _cell(
-    layout: Layout, balance: Balance, concurrency: int, n_predict: int, load: LoadSettings
+    layout: Layout,
+    balance: Balance,
+    concurrency: int,
+    n_predict: int,
+    load: LoadSettings,
+    rate: float | None = None,
 ) -> Cell:
     requests = load.requests_for(concurrency)
-    return Cell(layout, balance, concurrency, n_predict, requests, load.workload.kind)
+    return Cell(layout, balance, concurrency, n_predict, requests, load.workload.kind, rate)
 
 
 def single(load: LoadSettings, opts: ServerOptions) -> Plan:
@@ -109,11 +114,16 @@ def single(load: LoadSettings, opts: ServerOptions) -> Plan:
     return Plan("test-single", (cell,))
 
 
-def concurrent(parallel: int, concurrency: int, load: LoadSettings, opts: ServerOptions) -> Plan:
+def concurrent(
+    parallel: int,
+    concurrency: int,
+    load: LoadSettings,
+    opts: ServerOptions,
+    rate: float | None = None,
+) -> Plan:
     layout = _layout(opts, 1, parallel, load.n_predict, concurrency, proxied=False)
-    return Plan(
-        "test-concurrent", (_cell(layout, "round_robin", concurrency, load.n_predict, load),)
-    )
+    cell = _cell(layout, "round_robin", concurrency, load.n_predict, load, rate)
+    return Plan("test-concurrent", (cell,))
 
 
 def round_robin(
@@ -123,9 +133,11 @@ def round_robin(
     balance: Balance,
     load: LoadSettings,
     opts: ServerOptions,
+    rate: float | None = None,
 ) -> Plan:
     layout = _layout(opts, instances, parallel, load.n_predict, concurrency, proxied=True)
-    return Plan("test-round-robin", (_cell(layout, balance, concurrency, load.n_predict, load),))
+    cell = _cell(layout, balance, concurrency, load.n_predict, load, rate)
+    return Plan("test-round-robin", (cell,))
 
 
 def threads_sweep(
@@ -135,6 +147,7 @@ def threads_sweep(
     concurrency: int,
     load: LoadSettings,
     opts: ServerOptions,
+    rate: float | None = None,
 ) -> Plan:
     """`--threads` x `--threads-http` on one server at a fixed client load."""
     cells = tuple(
@@ -153,6 +166,7 @@ def threads_sweep(
             concurrency,
             load.n_predict,
             load,
+            rate,
         )
         for t, th in itertools.product(threads, threads_http)
     )
@@ -167,12 +181,14 @@ def round_robin_sweep(
     balance: Balance,
     load: LoadSettings,
     opts: ServerOptions,
+    rates: Sequence[float | None] = (None,),
 ) -> Plan:
-    """Max tokens x concurrency on one standing cluster: the context fits the largest n_predict,
-    so the servers start once for the whole sweep."""
+    """Max tokens x concurrency (x rate) on one standing cluster: the context fits the largest
+    n_predict, so the servers start once for the whole sweep."""
     layout = _layout(opts, instances, parallel, max(n_predicts), max(concurrencies), proxied=True)
     cells = tuple(
-        _cell(layout, balance, c, n, load) for n, c in itertools.product(n_predicts, concurrencies)
+        _cell(layout, balance, c, n, load, r)
+        for n, c, r in itertools.product(n_predicts, concurrencies, rates)
     )
     return Plan("sweep-round-robin", cells)
 
@@ -189,8 +205,9 @@ def full_sweep(
     placements: Sequence[Placement] | None = None,
     models: Sequence[Path | None] | None = None,
     server_flags: Sequence[tuple[str, ...]] = ((),),
+    rates: Sequence[float | None] = (None,),
 ) -> Plan:
-    """Instances x parallel x concurrency (x batch x ubatch x placement x balance), for each
+    """Instances x parallel x concurrency (x rate x batch x ubatch x placement x balance), for each
     model and each combination of server-flag alternatives, always through nginx so one
     instance and sixteen are measured the same way. Models and flags are outermost: a model
     change reloads every server anyway, and the model is what users compare first."""
@@ -217,8 +234,8 @@ def full_sweep(
             model=model,
             server_flags=flags,
         )
-        for bal, c in itertools.product(balances, concurrencies):
-            cells.append(_cell(layout, bal, c, load.n_predict, load))
+        for bal, c, r in itertools.product(balances, concurrencies, rates):
+            cells.append(_cell(layout, bal, c, load.n_predict, load, r))
     return Plan("sweep-full", tuple(cells))
 
 

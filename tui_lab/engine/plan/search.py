@@ -94,12 +94,13 @@ class SearchResult:
 
 
 def lane_of(cell: Cell) -> object:
-    """What the cells of one lane share: everything but the client load."""
-    return (cell.layout, cell.balance)
+    """What the cells of one lane share: everything but the concurrency (an open-loop rate is
+    the traffic offered, so each rate climbs its own concurrency cap)."""
+    return (cell.layout, cell.balance, cell.rate)
 
 
 def lanes(space: Sequence[Cell]) -> list[list[Cell]]:
-    """The space's cells by (layout, balance), in first-seen order, each by concurrency."""
+    """The space's cells by (layout, balance, rate), in first-seen order, each by concurrency."""
     grouped: dict[object, list[Cell]] = {}
     for cell in space:
         grouped.setdefault(lane_of(cell), []).append(cell)
@@ -121,7 +122,8 @@ def outlook(
 
 
 def describe(cell: Cell) -> str:
-    return f"{cell.layout.instances}x{cell.layout.parallel} c={cell.concurrency}"
+    rate = "" if cell.rate is None else f" rate={cell.rate:g}/s"
+    return f"{cell.layout.instances}x{cell.layout.parallel} c={cell.concurrency}{rate}"
 
 
 def _ms(value: float | None) -> str:

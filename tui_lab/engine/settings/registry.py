@@ -182,6 +182,24 @@ SETTINGS: tuple[Setting, ...] = (
         command_default={**_BY_KIND, "load": "8"},
     ),
     Setting(
+        "rate",
+        "",
+        "Rate (open loop)",
+        "Run",
+        v.rates,
+        kinds=CLIENTS,
+        lists_in=FULL | ROUND_ROBIN_SWEEP,
+        unit="req/s",
+        help="open loop: requests arriving per second, whatever the servers do (concurrency "
+        "caps those in flight); blank: closed loop, C clients",
+        placeholder="blank: closed loop; e.g. 0.5,1,2",
+        section="cell",
+        commands=LOAD,
+        command_help={
+            "sweep": "open loop: requests/s, a list like concurrency (blank: closed loop)"
+        },
+    ),
+    Setting(
         "n_predict",
         "64",
         "n_predict",
@@ -441,6 +459,30 @@ SETTINGS: tuple[Setting, ...] = (
         commands=LOAD,
     ),
     Setting(
+        "arrival",
+        "poisson",
+        "Arrivals",
+        "Load",
+        v.arrival,
+        kinds=CLIENTS,
+        help="open loop: poisson (seeded, like users typing) or constant (even spacing)",
+        choices=(("poisson: random, seeded", "poisson"), ("constant: evenly spaced", "constant")),
+        section="load",
+        commands=LOAD,
+    ),
+    Setting(
+        "burst",
+        "1",
+        "Burst",
+        "Load",
+        v.whole_number,
+        kinds=CLIENTS,
+        help="open loop: requests arriving together; the groups come at rate / burst, so the "
+        "mean rate stays --rate (default 1: one at a time)",
+        section="load",
+        commands=LOAD,
+    ),
+    Setting(
         "workload",
         "fixed",
         "Workload",
@@ -456,6 +498,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("file: your JSONL requests", "file"),
         ),
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "prompt_tokens",
@@ -469,6 +512,7 @@ SETTINGS: tuple[Setting, ...] = (
         "message. N, uniform(min,max) or normal(mean,sd,min,max)",
         placeholder="N, uniform(min,max), normal(mean,sd,min,max)",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "output_tokens",
@@ -482,6 +526,7 @@ SETTINGS: tuple[Setting, ...] = (
         "workload (default: n_predict); N, uniform(...) or normal(...)",
         placeholder="blank: n_predict",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "prefix_tokens",
@@ -493,6 +538,7 @@ SETTINGS: tuple[Setting, ...] = (
         unit="tokens",
         help="shared-prefix: tokens of the system prompt the requests share",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "prefix_groups",
@@ -503,6 +549,7 @@ SETTINGS: tuple[Setting, ...] = (
         kinds=EVERY_RUN,
         help="shared-prefix: groups of requests, each sharing its own prefix",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "sessions",
@@ -513,6 +560,7 @@ SETTINGS: tuple[Setting, ...] = (
         kinds=EVERY_RUN,
         help="multi-turn: conversations per cell",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "turns",
@@ -523,6 +571,7 @@ SETTINGS: tuple[Setting, ...] = (
         kinds=EVERY_RUN,
         help="multi-turn: turns per conversation",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "system_tokens",
@@ -534,6 +583,7 @@ SETTINGS: tuple[Setting, ...] = (
         unit="tokens",
         help="multi-turn: tokens of the system prompt every conversation starts with (0: none)",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "think_time",
@@ -546,6 +596,7 @@ SETTINGS: tuple[Setting, ...] = (
         help="multi-turn: seconds between an answer and the next turn: N, or exp(mean)",
         placeholder="seconds, or exp(mean)",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "workload_file",
@@ -557,6 +608,7 @@ SETTINGS: tuple[Setting, ...] = (
         "a line, each optionally with max_tokens",
         placeholder="path to a .jsonl file",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "seed",
@@ -567,6 +619,7 @@ SETTINGS: tuple[Setting, ...] = (
         kinds=EVERY_RUN,
         help="seed of the workload's lengths, texts and think times",
         section="load",
+        commands=LOAD,
     ),
     Setting(
         "session_header",
@@ -577,7 +630,7 @@ SETTINGS: tuple[Setting, ...] = (
         help="header carrying a conversation's id (multi-turn sends it; --balance session "
         "keys on it; default %(default)s)",
         section="load",
-        commands=RUNS | {"cluster"},
+        commands=LOAD | {"cluster"},
     ),
     Setting(
         "ctx_per_slot",

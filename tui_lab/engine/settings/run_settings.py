@@ -180,6 +180,8 @@ def load_settings(settings: RunSettings | RunSpec) -> LoadSettings:
         timeout_s=spec.request_timeout,
         stall_timeout_s=spec.stall_timeout,
         workload=workload_settings(spec),
+        arrival=spec.arrival,
+        burst=spec.burst,
     )
 
 
@@ -217,14 +219,26 @@ def build_plan(settings: RunSettings | RunSpec) -> Plan:
     if spec.kind == "test-single":
         plan = runs.single(load, opts)
     elif spec.kind == "test-concurrent":
-        plan = runs.concurrent(spec.parallel[0], spec.concurrency[0], load, opts)
+        plan = runs.concurrent(spec.parallel[0], spec.concurrency[0], load, opts, spec.rate[0])
     elif spec.kind == "test-round-robin":
         plan = runs.round_robin(
-            spec.instances[0], spec.parallel[0], spec.concurrency[0], spec.balance[0], load, opts
+            spec.instances[0],
+            spec.parallel[0],
+            spec.concurrency[0],
+            spec.balance[0],
+            load,
+            opts,
+            spec.rate[0],
         )
     elif spec.kind == "sweep-threads":
         plan = runs.threads_sweep(
-            spec.threads, spec.threads_http, spec.parallel[0], spec.concurrency[0], load, opts
+            spec.threads,
+            spec.threads_http,
+            spec.parallel[0],
+            spec.concurrency[0],
+            load,
+            opts,
+            spec.rate[0],
         )
     elif spec.kind == "sweep-round-robin":
         plan = runs.round_robin_sweep(
@@ -235,6 +249,7 @@ def build_plan(settings: RunSettings | RunSpec) -> Plan:
             spec.balance[0],
             load,
             opts,
+            spec.rate,
         )
     else:
         plan = runs.full_sweep(
@@ -249,6 +264,7 @@ def build_plan(settings: RunSettings | RunSpec) -> Plan:
             placements=spec.placement,
             models=_models(spec),
             server_flags=server_flag_choices(spec.server_dim),
+            rates=spec.rate,
         )
         if spec.kind == "sweep-adaptive":
             plan = runs.adaptive_sweep(search_settings(spec), plan)

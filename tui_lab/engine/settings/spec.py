@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.load.arrivals import ArrivalProcess
 from tui_lab.engine.load.workloads import Length, Think, WorkloadKind
 from tui_lab.engine.plan.config import Api, Balance, Placement, Threads
 from tui_lab.engine.settings import registry
@@ -31,6 +32,7 @@ class RunSpec:
     instances: tuple[int, ...]
     parallel: tuple[int, ...]
     concurrency: tuple[int, ...]
+    rate: tuple[float | None, ...]
     n_predict: tuple[int, ...]
     threads: tuple[Threads, ...]
     threads_http: tuple[int | None, ...]
@@ -51,6 +53,8 @@ class RunSpec:
     stream: bool
     allow_eos: bool
     cache_prompt: bool
+    arrival: ArrivalProcess
+    burst: int
     workload: WorkloadKind
     prompt_tokens: Length
     output_tokens: Length | None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tui_lab.engine.errors import LabError
+from tui_lab.engine.load.arrivals import ARRIVAL_PROCESSES, ArrivalProcess
 from tui_lab.engine.load.workloads import WORKLOADS, Length, Think, WorkloadKind
 from tui_lab.engine.plan.config import BALANCES, PLACEMENTS, Api, Balance, Placement, Threads
 from tui_lab.engine.processes.ports import MAX_PORT
@@ -365,3 +366,31 @@ def think_time(text: str, name: str) -> Think:
     if seconds < 0:
         raise LabError(f"--{name}: {text.strip()!r}: a time cannot be negative")
     return Think(seconds, exponential)
+
+
+def rates(text: str, name: str) -> tuple[float | None, ...]:
+    """Requests per second, a list like `0.5,1,2`; blank is closed loop (None: C clients)."""
+    if not text.strip():
+        return (None,)
+    values: list[float | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise LabError(f"--{name}: empty item in {text!r}; give rates like 0.5,1,2")
+        try:
+            value = float(item)
+        except ValueError:
+            raise LabError(f"--{name}: {item!r} is not a number of requests per second") from None
+        if not value > 0 or value == float("inf"):
+            raise LabError(f"--{name}: {item} is not above 0 requests per second")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise LabError(f"--{name}: {text!r} repeats a value")
+    return tuple(values)
+
+
+def arrival(text: str, name: str) -> ArrivalProcess:
+    word = text.strip().lower()
+    if word not in ARRIVAL_PROCESSES:
+        raise LabError(f"--{name}: {text.strip()!r} is not one of {', '.join(ARRIVAL_PROCESSES)}")
+    return word

@@ -24,12 +24,13 @@ from tui_lab.engine.events import (
     RunFinished,
     RunStarted,
 )
+from tui_lab.engine.load.arrivals import Arrivals
 from tui_lab.engine.load.client import LoadSpec, run_load
 from tui_lab.engine.load.load_thread import LoadThread
 from tui_lab.engine.load.server_metrics import tokens_predicted
 from tui_lab.engine.load.server_tokens import filler
 from tui_lab.engine.load.stats import RunSummary, summarize_load
-from tui_lab.engine.load.workloads import Script, build
+from tui_lab.engine.load.workloads import Script, WorkloadSettings, build
 from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
 from tui_lab.engine.plan.runs import Plan
@@ -39,6 +40,7 @@ from tui_lab.engine.processes.placement import describe, of_layout
 from tui_lab.engine.processes.ports import ensure_free
 from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.cell_faults import CellWatch
+from tui_lab.engine.telemetry.cell_queue import QueueFigures, sample_queues
 from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
 
 WARMUP_N_PREDICT = 4
@@ -67,9 +69,13 @@ def load_spec(
     requests: int,
     n_predict: int,
     script: Script | None = None,
+    rate: float | None = None,
 ) -> LoadSpec:
     """The one translation of a run's client settings into the load generator's spec: a cell's,
-    and `llamalab load`'s against any URL."""
+    and `llamalab load`'s against any URL. A rate makes it open loop, seeded like the workload."""
+    arrivals = None
+    if rate is not None:
+        arrivals = Arrivals(rate, load.arrival, load.burst, load.workload.seed)
     return LoadSpec(
         url=url,
         concurrency=concurrency,
@@ -84,6 +90,7 @@ def load_spec(
         stall_s=load.stall_timeout_s,
         api_key=api_key,
         script=script,
+        arrivals=arrivals,
     )
 
 
@@ -92,15 +99,24 @@ async def cell_script(
 ) -> Script | None:
     """The cell's requests (None: the fixed workload's one prompt), their texts cut from the
     first instance's tokens: every instance runs the same model."""
-    workload = load.workload
+    url, key = cluster.instances[0].url, cluster.lab.api_key
+    return await workload_script(session, url, key, load.workload, cell.requests, cell.n_predict)
+
+
+async def workload_script(
+    session: aiohttp.ClientSession,
+    url: str,
+    api_key: str | None,
+    workload: WorkloadSettings,
+    requests: int,
+    n_predict: int,
+) -> Script | None:
+    """A workload's requests, their texts in the tokens of the server at `url`."""
     if workload.kind == "fixed":
         return None
     tokens = workload.filler_tokens()
-    pieces = None
-    if tokens:
-        url, key = cluster.instances[0].url, cluster.lab.api_key
-        pieces = await filler(session, url, tokens, workload.seed, key)
-    return build(workload, pieces, cell.requests, cell.n_predict)
+    pieces = await filler(session, url, tokens, workload.seed, api_key) if tokens else None
+    return build(workload, pieces, requests, n_predict)
 
 
 async def warm_up(cluster: Cluster, api_key: str | None) -> None:
@@ -141,6 +157,7 @@ def cell_row(
     server_tokens: list[int | None] | None,
     error: str | None,
     energy: CellEnergy | None = None,
+    queues: QueueFigures | None = None,
 ) -> dict[str, object]:
     """One results row; failed cells keep every column (empty) so the CSV stays rectangular."""
     metrics = summary.to_flat_dict() if summary else dict.fromkeys(RunSummary.flat_keys())
@@ -154,6 +171,7 @@ def cell_row(
         **metrics,
         "server_output_tokens": sum(known) if complete else None,
         "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
+        **(queues or QueueFigures()).columns(),
         **asdict(energy or CellEnergy()),
         "error": error,
     }
@@ -248,6 +266,7 @@ class PlanRunner:
         summary: RunSummary | None = None
         server_tokens: list[int | None] | None = None
         energy: CellEnergy | None = None
+        queues: QueueFigures | None = None
         error: str | None = None
         try:
             cluster = await self._cluster_for(cell, session)
@@ -256,18 +275,22 @@ class PlanRunner:
                 before = await server_token_counts(session, cluster)
                 script = await cell_script(session, cluster, self.load, cell)
                 energy_before = await read_energy(cluster.gpus_in_use)
-                result = await self.load_thread.run(
-                    load_spec(
-                        cluster.url,
-                        self.load,
-                        self.lab.api_key,
-                        cell.concurrency,
-                        cell.requests,
-                        cell.n_predict,
-                        script,
-                    ),
-                    on_record=lambda rec: self.emit(RequestDone(index, rec)),
+                spec = load_spec(
+                    cluster.url,
+                    self.load,
+                    self.lab.api_key,
+                    cell.concurrency,
+                    cell.requests,
+                    cell.n_predict,
+                    script,
+                    cell.rate,
                 )
+                urls = [i.url for i in cluster.instances]
+                async with sample_queues(session, urls, self.lab.api_key) as sampler:
+                    result = await self.load_thread.run(
+                        spec, on_record=lambda rec: self.emit(RequestDone(index, rec))
+                    )
+                queues = sampler.figures()
                 energy_after = await read_energy(cluster.gpus_in_use)
                 server_tokens = _deltas(before, await server_token_counts(session, cluster))
             summary = summarize_load(result)
@@ -285,7 +308,8 @@ class PlanRunner:
                 raise
             error = str(exc)
             self.emit(Notice("error", f"cell {index}/{total}: {error}"))
-        return summary, cell_row(self.plan, index, cell, summary, server_tokens, error, energy)
+        row = cell_row(self.plan, index, cell, summary, server_tokens, error, energy, queues)
+        return summary, row
 
     def finish_cell(
         self,
