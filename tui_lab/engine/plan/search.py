@@ -38,6 +38,7 @@ class SearchSettings:
     finalists: int = DEFAULT_FINALISTS  # best probes confirmed with full cells
     max_p99_ms: float | None = None  # goodput bound on p99 end-to-end latency
     max_ttft_ms: float | None = None  # goodput bound on p99 time to first token
+    repeats: int = 1  # the most full measurements of a finalist, while the best is unclear
 
 
 @dataclass(frozen=True)
