@@ -78,7 +78,8 @@ def test_per_user_speed_is_one_over_tpot_when_streamed() -> None:
     streamed = recommendation([row(1, 100.0, None, None, tpot_ms_p50=100.0, ttft_ms_p99=420.0)])
     assert (
         streamed
-        == "1 instance × 1 slot, up to 4 clients: 100 tok/s in all, 10 tok/s per user at p50, TTFT p99 420 ms"
+        == "1 instance × 1 slot, up to 4 clients: 100 tok/s in all, 10 tok/s per user at p50, "
+        "TTFT p99 420 ms"
     )
     assert per_user_tok_per_s({}) is None
 
@@ -124,5 +125,5 @@ async def test_prepare_winner_builds_the_recommended_cluster(tmp_path: Path) -> 
     assert prepared.layout == cluster_layout(prepared.settings)
     failed = tmp_path / "failed.jsonl"
     failed.write_text('{"cell": 1, "output_tok_per_s": 3.0, "error": "crashed"}\n')
-    with pytest.raises(LabError, match="failed.jsonl: no cell ran cleanly"):
+    with pytest.raises(LabError, match=r"failed\.jsonl: no cell ran cleanly"):
         await lab.prepare_winner(failed, current)
