@@ -127,3 +127,21 @@ async def test_prepare_winner_builds_the_recommended_cluster(tmp_path: Path) -> 
     failed.write_text('{"cell": 1, "output_tok_per_s": 3.0, "error": "crashed"}\n')
     with pytest.raises(LabError, match=r"failed\.jsonl: no cell ran cleanly"):
         await lab.prepare_winner(failed, current)
+
+
+def test_analyze_marks_best_and_tie_and_ends_with_the_recommendation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tui_lab.cli.main import main
+
+    assert main(["analyze", str(REPEATS), "--count", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["output_tok_per_s", "cell", "mark"]
+    assert "output_tok_per_s_ci_low" in header and "output_tok_per_s_ci_high" in header
+    assert [line.split()[:3] for line in lines[2:5]] == [
+        ["62.00", "4", "best"],
+        ["60.00", "3", "tie"],
+        ["40.00", "1", "1"],  # no mark: the next column, instances, follows
+    ]
+    assert lines[-1] == "recommended: " + str(recommendation(read_rows(REPEATS)))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from tui_lab.engine.results.ranking import is_number
+from tui_lab.engine.results.ranking import RANKED_BY, is_number, marks
 from tui_lab.engine.results.reader import Row
+from tui_lab.engine.sweeps.repeats import CI_HIGH, CI_LOW
 
 # What `llamalab` shows of each cell after a sweep, `attach` and `analyze`.
 SUMMARY_COLUMNS = (
@@ -26,6 +27,24 @@ SUMMARY_COLUMNS = (
     "decode_tok_per_s",
     "error",
 )
+
+
+def marked(rows: Sequence[Row]) -> list[dict[str, object]]:
+    """The rows with their `mark` (best, tie) for the table's own column."""
+    return [{**row, "mark": mark} for row, mark in zip(rows, marks(rows), strict=True)]
+
+
+def summary_columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    """SUMMARY_COLUMNS with the mark, and the interval where any cell was measured repeatedly."""
+    repeated = any(isinstance(r.get("repeats"), int) and r["repeats"] > 1 for r in rows)  # type: ignore[operator]
+    columns: list[str] = []
+    for column in SUMMARY_COLUMNS:
+        columns.append(column)
+        if column == "cell":
+            columns.append("mark")
+        if column == RANKED_BY and repeated:
+            columns += [CI_LOW, CI_HIGH]
+    return tuple(columns)
 
 
 def format_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
