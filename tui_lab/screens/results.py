@@ -53,7 +53,7 @@ class ResultsScreen(Screen[None]):
         ("escape", "app.pop_screen", "Back"),
         ("o", "sort", "Sort by column"),
         ("R", "resume", "Resume"),
-        ("w", "start_winner", "Serve the best"),
+        ("w", "start_winner", "Serve best"),
     ]
 
     def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
