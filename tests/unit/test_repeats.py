@@ -12,11 +12,14 @@ from tui_lab.engine.events import CellFinished, Event, Notice
 from tui_lab.engine.load.stats import Percentiles, RunSummary, summarize
 from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
 from tui_lab.engine.plan.passes import interleaved, server_starts
-from tui_lab.engine.plan.runs import Plan, ServerOptions, full_sweep
+from tui_lab.engine.plan.runs import Plan, ServerOptions, adaptive_sweep, full_sweep
+from tui_lab.engine.plan.search import SearchSettings
 from tui_lab.engine.processes.ports import free_port_block
+from tui_lab.engine.results.ranking import marks
 from tui_lab.engine.results.reader import read_rows
 from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.run_settings import RunSettings, build_plan
+from tui_lab.engine.sweeps.adaptive import AdaptiveRunner
 from tui_lab.engine.sweeps.repeats import combine, mean_summary
 from tui_lab.engine.sweeps.resume import load as load_resumption
 from tui_lab.engine.sweeps.resume import recorded_config
@@ -77,7 +80,11 @@ class Scripted(PlanRunner):
 
 
 def runner(
-    tmp_path: Path, repeats: int, writer: ResultsWriter | None = None, plan: Plan | None = None
+    tmp_path: Path,
+    repeats: int,
+    writer: ResultsWriter | None = None,
+    plan: Plan | None = None,
+    kind: type[Scripted] = Scripted,
 ) -> Scripted:
     base = free_port_block(4)
     lab = LabConfig(
@@ -88,7 +95,7 @@ def runner(
         nginx_port=base + 3,
     )
     events: list[Event] = []
-    scripted = Scripted(plan or plan_of(repeats), lab, LOAD, events.append, tmp_path, writer)
+    scripted = kind(plan or plan_of(repeats), lab, LOAD, events.append, tmp_path, writer)
     scripted.order = []
     scripted.events = events  # type: ignore[attr-defined]
     return scripted
@@ -175,3 +182,36 @@ async def test_resume_after_an_interrupted_repeat_measures_the_unwritten_cells_a
     resumption = load_resumption(writer.jsonl_path)
     assert resumption.plan.repeats == 3
     assert resumption.todo == [3, 4]
+
+
+class ScriptedAdaptive(Scripted, AdaptiveRunner):
+    """The adaptive search's driver over scripted measurements: tok/s by (instances,
+    concurrency), each further measurement of a cell a little off."""
+
+    async def measure_cell(  # type: ignore[override]
+        self, session: object, index: int, cell: Cell
+    ) -> tuple[RunSummary | None, dict[str, object]]:
+        taken = self.order.count((cell.layout.instances, cell.concurrency))
+        self.order.append((cell.layout.instances, cell.concurrency))  # type: ignore[arg-type]
+        tok = {(1, 1): 10.0, (1, 2): 20.0, (2, 1): 30.0, (2, 2): 31.0}[
+            (cell.layout.instances, cell.concurrency)
+        ] + (0.0, -0.3, 0.3)[taken % 3]
+        measured = summary(tok)
+        return measured, cell_row(self.plan, index, cell, measured, [8], None)
+
+
+async def test_adaptive_finalists_measured_repeatedly_are_one_row_each(tmp_path: Path) -> None:
+    grid = plan_of(1)
+    plan = adaptive_sweep(SearchSettings(plateau=0.0, finalists=2, repeats=3), grid)
+    scripted = runner(tmp_path, 1, plan=plan, kind=ScriptedAdaptive)
+    outcome = await scripted.run()
+    phases = [(r["phase"], r["instances"], r["concurrency"], r["repeats"]) for r in outcome.rows]
+    # a probe at full length is a probe when finalists are repeated; 30 and 31 tie to the end
+    assert phases == [
+        ("probe", 1, 1, 1), ("probe", 1, 2, 1), ("probe", 2, 1, 1), ("probe", 2, 2, 1),
+        ("full", 2, 2, 3), ("full", 2, 1, 3),
+    ]  # fmt: skip
+    assert [r["cell"] for r in outcome.rows] == [1, 2, 3, 4, 5, 6]
+    assert outcome.rows[4]["output_tok_per_s_runs"] == [30.7, 31.3, 31.0]
+    assert outcome.rows[4]["output_tok_per_s"] == pytest.approx(31.0)
+    assert marks(outcome.rows) == ["", "", "", "", "best", "tie"]
