@@ -75,7 +75,12 @@ class AdaptiveRunner(PlanRunner):
         return (
             f"best: {describe(best.cell)} ({best.cell.layout.instances} instance(s) x "
             f"{best.cell.layout.parallel} slot(s), concurrency {best.cell.concurrency}): "
-            f"{best.result.tok_per_s:.1f} tok/s over a full cell"
+            f"{best.result.tok_per_s:.1f} tok/s "
+            + (
+                "over a full cell"
+                if self.settings.repeats == 1
+                else "as the mean of its full cells"
+            )
             + (f", p99 latency {p99:.0f} ms" if p99 is not None else "")
         )
 
