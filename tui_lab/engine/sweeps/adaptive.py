@@ -57,7 +57,10 @@ class AdaptiveRunner(PlanRunner):
     def expect(self, left: Sequence[Cell]) -> None:
         """What the search may still measure, as the progress bar's new totals."""
         self._cells_total = len(self.rows) + len(left)
-        done = sum(int(row["requests"]) for row in self.rows)  # type: ignore[call-overload]
+        done = sum(
+            int(row["requests"]) * max(1, int(row["repeats"]))  # type: ignore[call-overload]
+            for row in self.rows
+        )
         self.emit(PlanRevised(self._cells_total, done + sum(c.requests for c in left)))
 
     async def _search(self, session: aiohttp.ClientSession) -> None:
