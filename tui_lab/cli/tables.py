@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
 from tui_lab.engine.results.ranking import RANKED_BY, is_number, marks
 from tui_lab.engine.results.reader import Row
-from tui_lab.engine.sweeps.repeats import CI_HIGH, CI_LOW
 
 # What `llamalab` shows of each cell after a sweep, `attach` and `analyze`.
 SUMMARY_COLUMNS = (

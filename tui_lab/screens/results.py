@@ -13,10 +13,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
 from tui_lab.engine.results.ranking import RANKED_BY, best_cell, layouts_at, marks
 from tui_lab.engine.results.reader import ResultsFileError, Row, read_rows
 from tui_lab.engine.results.recommendation import recommendation
-from tui_lab.engine.sweeps.repeats import CI_HIGH, CI_LOW
 from tui_lab.messages import ResumeSweep, StartWinner
 
 COLUMNS = (

@@ -63,3 +63,18 @@ def interval(values: Sequence[float]) -> Interval:
         return Interval(mean, None, None, len(values))
     half = t_quantile_975(len(values) - 1) * stdev(values) / math.sqrt(len(values))
     return Interval(mean, mean - half, mean + half, len(values))
+
+
+# The columns a results row holds them in, written once here for the writer's and readers' sake.
+RUNS = "output_tok_per_s_runs"
+CI_LOW = "output_tok_per_s_ci_low"
+CI_HIGH = "output_tok_per_s_ci_high"
+
+
+def run_columns(values: Sequence[float]) -> dict[str, object]:
+    """The repeat columns of a row whose cell was measured `values` (tok/s; none when it
+    failed): how many, each of them, and the interval (None with fewer than two)."""
+    if not values:
+        return {"repeats": 0, RUNS: [], CI_LOW: None, CI_HIGH: None}
+    span = interval(values)
+    return {"repeats": len(values), RUNS: list(values), CI_LOW: span.low, CI_HIGH: span.high}

@@ -6,9 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from tui_lab.engine.results.intervals import Interval
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW, Interval
 from tui_lab.engine.results.reader import ResultsFileError, Row
-from tui_lab.engine.sweeps.repeats import CI_HIGH, CI_LOW
 
 
 def is_number(value: object) -> bool:

@@ -16,21 +16,9 @@ from statistics import fmean
 from types import MappingProxyType
 
 from tui_lab.engine.load.stats import Percentiles, RunSummary
-from tui_lab.engine.results.intervals import interval
+from tui_lab.engine.results.intervals import run_columns
 
-RUNS = "output_tok_per_s_runs"
-CI_LOW = "output_tok_per_s_ci_low"
-CI_HIGH = "output_tok_per_s_ci_high"
 Measured = tuple[RunSummary, dict[str, object]]  # one measurement's figures and its row
-
-
-def run_columns(values: Sequence[float]) -> dict[str, object]:
-    """The repeat columns of a row whose cell was measured `values` (tok/s; none when it
-    failed): how many, each of them, and the interval (None with fewer than two)."""
-    if not values:
-        return {"repeats": 0, RUNS: [], CI_LOW: None, CI_HIGH: None}
-    span = interval(values)
-    return {"repeats": len(values), RUNS: list(values), CI_LOW: span.low, CI_HIGH: span.high}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

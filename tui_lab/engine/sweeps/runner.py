@@ -38,8 +38,9 @@ from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_port
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.placement import describe, of_layout
 from tui_lab.engine.processes.ports import ensure_free
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW, run_columns
 from tui_lab.engine.results.writer import ResultsWriter
-from tui_lab.engine.sweeps.repeats import CI_HIGH, CI_LOW, Measured, combine, run_columns
+from tui_lab.engine.sweeps.repeats import Measured, combine
 from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
 
 WARMUP_N_PREDICT = 4
