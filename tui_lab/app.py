@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from tui_lab.engine.settings.run_settings import RunSettings, build_plan, estima
 from tui_lab.engine.sweeps.detached import DetachedRun
 from tui_lab.engine.sweeps.runner import PlanRunner
 from tui_lab.engine.telemetry.collector import TelemetryCollector
-from tui_lab.messages import PresetChosen, ResultsFileChosen, ResumeSweep
+from tui_lab.messages import PresetChosen, ResultsFileChosen, ResumeSweep, StartWinner
 from tui_lab.screens.choice_modal import leftovers_modal, quit_modal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.configure import ConfigureScreen
@@ -416,12 +416,26 @@ class LabApp(App[None]):
         save_last(self.settings)
         self.cluster_busy = True
         self.notify("starting the cluster…")
-        self._start_cluster(settings)
+        self._start_cluster(lab.prepare_cluster(settings))
+
+    def on_start_winner(self, message: StartWinner) -> None:
+        if self.cluster_busy:
+            self.notify("the cluster is starting or stopping", severity="warning")
+        elif self.cluster is not None:
+            self.notify(
+                f"a cluster already serves at {self.cluster.endpoint}/v1: stop it first (r)",
+                severity="warning",
+            )
+        else:
+            self.cluster_busy = True
+            self.notify(f"starting the recommended cluster of {message.results_file.name}…")
+            self._start_cluster(lab.prepare_winner(message.results_file, self.settings))
 
     @work(group="cluster")
-    async def _start_cluster(self, settings: RunSettings) -> None:
+    async def _start_cluster(self, preparing: Awaitable[lab.PreparedCluster]) -> None:
+        """Start a prepared cluster: the dialog's, or a results file's winner."""
         try:
-            prepared = await lab.prepare_cluster(settings)
+            prepared = await preparing
             self._warn_if_exposed(prepared.warning)
             state = await lab.start_cluster(prepared)
             self.notify(f"cluster ready: point Open WebUI at {state.endpoint}/v1", timeout=30)

@@ -46,3 +46,11 @@ class ResultsFileChosen(Message):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
+
+
+class StartWinner(Message):
+    """The results screen asks the app to serve the recommended cell of a results file."""
+
+    def __init__(self, results_file: Path) -> None:
+        super().__init__()
+        self.results_file = results_file

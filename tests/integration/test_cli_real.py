@@ -51,7 +51,9 @@ def test_cli_full_sweep_writes_results_with_real_figures(lab: LabConfig, tmp_pat
     assert "cell 8/8 done" in out.stderr
     analyzed = llamalab("analyze", str(jsonl), "--field", "output_tok_per_s", "--count", "3")
     assert analyzed.returncode == 0
-    assert len(analyzed.stdout.strip().splitlines()) == 2 + 3  # header, rule, three best cells
+    lines = analyzed.stdout.strip().splitlines()
+    assert len(lines) == 2 + 3 + 1  # header, rule, three best cells, the recommendation
+    assert " best " in lines[2] and lines[-1].startswith("recommended: ")
 
 
 def busy_status(endpoint: str) -> dict[str, Any]:

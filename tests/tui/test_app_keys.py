@@ -16,6 +16,7 @@ from tui_lab.engine.processes import standing_cluster
 from tui_lab.screens.choice_modal import ChoiceModal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.help import HelpScreen
+from tui_lab.screens.results import COLUMNS
 from tui_lab.widgets.instance_table import InstanceTable
 from tui_lab.widgets.log_pane import LogPane
 
@@ -182,9 +183,10 @@ async def test_v_shows_results_with_the_best_cell_and_sorts(tmp_path: Path) -> N
         assert "Best: 2 instances × 4 parallel × concurrency 1 → 61.2 tok/s" in summary
         table = app.screen.query_one("#results-table", DataTable)
         assert table.row_count == 4
-        table.move_cursor(column=5)
+        tok_per_s = COLUMNS.index("output_tok_per_s")
+        table.move_cursor(column=tok_per_s)
         await pilot.press("o")
-        assert str(table.get_row_at(0)[5]) == "99.0"
+        assert str(table.get_row_at(0)[tok_per_s]) == "99.0"
         grid = app.screen.query_one("#results-grid", DataTable)
         assert grid.row_count == 2  # instances 1 and 2; the failed 2x4 cell at c=8 is left out
         assert [str(c) for c in grid.get_row_at(1)] == ["2", "-", "61.2"]

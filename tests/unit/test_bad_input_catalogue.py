@@ -78,6 +78,8 @@ CLI_CASES = [
     (["sweep", "bogus"], "invalid choice: 'bogus'"),
     (["sweep", "adaptive", "--plateau", "100"], "--plateau: a percentage below 100"),
     (["sweep", "adaptive", "--finalists", "0"], "--finalists: 0 is below 1"),
+    (["sweep", "full", "--repeats", "0"], "--repeats: 0 is below 1"),
+    (["test", "single", "--repeats", "three"], "--repeats: 'three' is not"),
     (["sweep", "adaptive", "--max-p99-ms", "-5"], "--max-p99-ms: must be above 0"),
     (["sweep", "adaptive", "--max-ttft-ms", "500"], "--max-ttft-ms: TTFT is measured only with"),
     (["sweep", "adaptive", "--parallel", "4,4"], "--parallel: '4,4' repeats a value"),

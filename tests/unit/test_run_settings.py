@@ -78,6 +78,14 @@ def test_estimate_counts_cells_layouts_and_requests() -> None:
     assert estimate(plan) == "8 cells, 4 server layouts, 72 measured requests"
 
 
+def test_estimate_with_repeats_counts_the_serpentine_passes_server_starts() -> None:
+    settings = RunSettings(instances="1,2", parallel="1,4", concurrency="1,8", repeats="3")
+    plan = build_plan(settings)
+    assert plan.repeats == 3
+    # 4 layouts a pass; the layout ending a pass starts the next: 3 x 3 + 1 starts
+    assert estimate(plan) == "8 cells x 3 repeats, 10 server starts, 216 measured requests"
+
+
 def test_an_adaptive_sweep_searches_the_full_sweeps_cells_with_its_own_knobs() -> None:
     grid = RunSettings(instances="1,2", parallel="1,4", concurrency="1,8")
     plan = build_plan(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import pytest
 
 from tui_lab.engine.plan.config import Cell, LoadSettings
 from tui_lab.engine.plan.runs import ServerOptions, full_sweep
@@ -243,3 +245,67 @@ def test_the_outlook_bounds_what_is_measured_after_it_and_is_exact_once_finalist
     # Ladders stop early, so the outlook falls well below the first upper bound.
     first = sum(c.requests for c in bench.outlooks[0][1])
     assert sum(c.requests for c in finalists) < first
+
+
+@dataclass
+class JitteryBench(SyntheticBench):
+    """Each cell's k-th measurement reads `jitter[k % len]` of its true figure: the noise of
+    a shared box, known exactly."""
+
+    jitter: tuple[float, ...] = (1.0, 0.99, 1.01)
+    measures: list[Cell] = field(default_factory=list)
+
+    async def measure(self, trial: Trial) -> Measurement:
+        taken = sum(1 for c in self.measures if c == trial.cell)
+        self.measures.append(trial.cell)
+        base = await super().measure(trial)
+        return replace(base, tok_per_s=base.tok_per_s * self.jitter[taken % len(self.jitter)])
+
+    def full_measures(self) -> dict[tuple[int, int], int]:
+        """(parallel, concurrency) -> how often its full cell was measured."""
+        full = {trial.cell for trial, _ in self.trials if trial.phase == "full"}
+        return {
+            (cell.layout.parallel, cell.concurrency): self.measures.count(cell) for cell in full
+        }
+
+
+def ramp(top: dict[tuple[int, int], float]) -> Callable[[Cell], float]:
+    """10 x parallel + concurrency, rising with both; `top` overrides some cells."""
+    return lambda c: top.get(
+        (c.layout.parallel, c.concurrency), 10.0 * c.layout.parallel + c.concurrency
+    )
+
+
+SMALL = dict(instances=(1,), parallels=(1, 2, 4), concurrencies=(1, 4, 16))
+REPEATED = SearchSettings(plateau=0.0, finalists=3, repeats=3)
+
+
+def test_repeats_stop_once_the_best_is_clear_of_the_other_finalists() -> None:
+    bench = JitteryBench(tok_per_s=ramp({}))
+    result = run(bench, REPEATED, space(**SMALL))
+    assert result.best is not None
+    assert (result.best.cell.layout.parallel, result.best.cell.concurrency) == (4, 16)
+    # round 2 gives 56 [52-60] against 44 [41-47] and 41: clear; nobody is measured a third time
+    assert bench.full_measures() == {(4, 16): 2, (4, 4): 2, (4, 1): 2}
+    assert result.best.result.tok_per_s == pytest.approx(56 * 0.995)
+    assert "after 2 round(s): the best is clear" in bench.notes
+    full = [verdict for trial, verdict in bench.trials if trial.phase == "full"]
+    assert len(full) == 3  # one row per finalist
+    assert full[0].startswith("finalist: mean of 2 full measurement(s), 56 tok/s, 95 % CI ")
+
+
+def test_repeats_go_on_for_the_tied_finalists_only_until_the_budget_is_spent() -> None:
+    bench = JitteryBench(tok_per_s=ramp({(4, 16): 56.0, (4, 4): 55.0, (4, 1): 30.0}))
+    result = run(bench, REPEATED, space(**SMALL))
+    # finalists 56, 55 and 36 (2x2 at c=16): the last falls clear after round 2
+    assert bench.full_measures() == {(4, 16): 3, (4, 4): 3, (2, 16): 2}
+    assert "after 3 round(s): the budget is spent, 2 finalists tie within 95 % intervals" in (
+        bench.notes
+    )
+    assert result.best is not None and result.best.cell.concurrency == 16
+
+
+def test_without_repeats_a_finalist_is_measured_once() -> None:
+    bench = JitteryBench(tok_per_s=ramp({}))
+    run(bench, replace(REPEATED, repeats=1), space(**SMALL))
+    assert bench.full_measures() == {(4, 16): 1, (4, 4): 1, (4, 1): 1}

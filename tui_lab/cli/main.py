@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tui_lab.cli.parser import SWEEP_CONTROLS, build_parser, settings_from_args
 from tui_lab.cli.progress import ProgressPrinter
-from tui_lab.cli.tables import SUMMARY_COLUMNS, format_table, summary_columns
+from tui_lab.cli.tables import format_table, marked, summary_columns
 from tui_lab.engine import event_loop, lab
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.events import Event
@@ -28,7 +28,8 @@ from tui_lab.engine.machine.preflight import DoesNotFit
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.processes.standing_cluster import status_json
 from tui_lab.engine.results.ranking import top_cells
-from tui_lab.engine.results.reader import read_rows
+from tui_lab.engine.results.reader import Row, read_rows
+from tui_lab.engine.results.recommendation import recommendation
 from tui_lab.engine.settings.run_settings import cluster_layout
 from tui_lab.engine.settings.values import one_value, require_at_least
 from tui_lab.engine.sweeps import detached
@@ -92,10 +93,12 @@ def _run_plan(prepared: lab.PreparedRun, detached_run_dir: Path | None = None) -
         if events is not None:
             events.close()
     adaptive = runner if isinstance(runner, AdaptiveRunner) else None
-    columns = summary_columns(outcome.rows)
-    print(format_table(list(outcome.rows), (*columns, "phase") if adaptive else columns))
+    rows = marked(outcome.rows)
+    columns = summary_columns(rows)
+    print(format_table(rows, (*columns, "phase") if adaptive else columns))
     if adaptive is not None:
         print(adaptive.verdict())
+    _print_recommendation(rows)
     print(f"results: {prepared.writer.csv_path} and {prepared.writer.jsonl_path}")
     return 0 if outcome.cells_failed == 0 else 1
 
@@ -170,8 +173,9 @@ def cmd_attach() -> int:
         print("left it running: sweep attach watches again, sweep stop stops it", file=sys.stderr)
         return 0
     progress.close()
-    rows = read_rows(state.jsonl)
+    rows = marked(read_rows(state.jsonl))
     print(format_table(rows, summary_columns(rows)))
+    _print_recommendation(rows)
     print(f"results: {state.csv} and {state.jsonl}")
     return 0 if finished else 1
 
@@ -243,10 +247,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise LabError(f"results file not found: {path}")
-    rows = top_cells(read_rows(path), args.field, args.order, args.count)
-    columns = [c for c in SUMMARY_COLUMNS if c != args.field]
+    every = marked(read_rows(path))
+    rows = top_cells(every, args.field, args.order, args.count)
+    columns = [c for c in summary_columns(every) if c != args.field]
     print(format_table(rows, [args.field, *columns]))
+    _print_recommendation(every)
     return 0
+
+
+def _print_recommendation(rows: Sequence[Row]) -> None:
+    text = recommendation(rows)
+    if text is not None:
+        print(f"recommended: {text}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from tui_lab.engine.results.ranking import is_number
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
+from tui_lab.engine.results.ranking import RANKED_BY, is_number, marks
 from tui_lab.engine.results.reader import Row
 
 # What `llamalab` shows of each cell after a sweep, `attach` and `analyze`.
@@ -31,12 +32,26 @@ SUMMARY_COLUMNS = (
 OPEN_LOOP_COLUMNS = ("rate", "offered_rate", "achieved_rate", "client_queue_max", "deferred_max")
 
 
+def marked(rows: Sequence[Row]) -> list[dict[str, object]]:
+    """The rows with their `mark` (best, tie) for the table's own column."""
+    return [{**row, "mark": mark} for row, mark in zip(rows, marks(rows), strict=True)]
+
+
 def summary_columns(rows: Sequence[Row]) -> tuple[str, ...]:
-    """The summary's columns, with the open-loop ones where a row has a rate."""
-    if not any(row.get("rate") is not None for row in rows):
-        return SUMMARY_COLUMNS
-    at = SUMMARY_COLUMNS.index("requests_per_s") + 1
-    return (*SUMMARY_COLUMNS[:at], *OPEN_LOOP_COLUMNS, *SUMMARY_COLUMNS[at:])
+    """SUMMARY_COLUMNS with the mark, the interval where any cell was measured repeatedly, and
+    the open-loop ones where a row has a rate."""
+    repeated = any(isinstance(r.get("repeats"), int) and r["repeats"] > 1 for r in rows)  # type: ignore[operator]
+    open_loop = any(row.get("rate") is not None for row in rows)
+    columns: list[str] = []
+    for column in SUMMARY_COLUMNS:
+        columns.append(column)
+        if column == "cell":
+            columns.append("mark")
+        if column == RANKED_BY and repeated:
+            columns += [CI_LOW, CI_HIGH]
+        if column == "requests_per_s" and open_loop:
+            columns += OPEN_LOOP_COLUMNS
+    return tuple(columns)
 
 
 def format_table(rows: Sequence[Row], columns: Sequence[str]) -> str:

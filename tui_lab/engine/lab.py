@@ -27,6 +27,9 @@ from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.run_folder import new_run_dir
 from tui_lab.engine.processes.standing_cluster import ClusterState
+from tui_lab.engine.results.ranking import best_cell
+from tui_lab.engine.results.reader import read_meta, read_rows
+from tui_lab.engine.results.winner import winner_settings
 from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.settings.registry import CLUSTER
 from tui_lab.engine.settings.run_settings import (
@@ -237,6 +240,27 @@ async def prepare_cluster(settings: RunSettings) -> PreparedCluster:
     (balance,) = spec.balance  # the cluster takes one balance: the parser says so
     lab = await asyncio.to_thread(lab_config, spec, need_nginx=True)
     return PreparedCluster(settings, lab, layout, balance, _warning(lab), spec.liveness_timeout)
+
+
+def _winner(results_file: Path, current: RunSettings) -> RunSettings:
+    rows = read_rows(results_file)
+    best = best_cell(rows)
+    if best is None:
+        raise LabError(f"{results_file.name}: no cell ran cleanly, so there is no winner to start")
+    recorded = None
+    meta_path = results_file.with_suffix(".meta.json")
+    if meta_path.is_file():
+        config = read_meta(meta_path).get("config")
+        saved = config.get("settings") if isinstance(config, dict) else None
+        if isinstance(saved, dict):
+            recorded = RunSettings.from_mapping(saved, str(meta_path))
+    return winner_settings(current, best, recorded)
+
+
+async def prepare_winner(results_file: Path, current: RunSettings) -> PreparedCluster:
+    """The standing cluster of a sweep's best cell (results/winner.py), at the addresses of
+    `current`; a `LabError` when the file has no clean cell."""
+    return await prepare_cluster(await asyncio.to_thread(_winner, results_file, current))
 
 
 async def start_cluster(prepared: PreparedCluster, *, preflight: bool = True) -> ClusterState:

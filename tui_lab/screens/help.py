@@ -18,7 +18,7 @@ HELP = """\
 | `r` | start / stop the round-robin cluster for outside clients |
 | `k` | restart the selected instance |
 | `l` | show the selected process's log (under 100 columns in the plot's place; `l` again: plot) |
-| `v` | results: every cell, best highlighted, plots; `R` resumes the sweep |
+| `v` | results: every cell, best and ties marked, plots; `R` resumes; `w` serves the best |
 | `ctrl+p` | command palette: every action, preset and results file by name |
 | `q` | quit (asks about a running cluster) |
 

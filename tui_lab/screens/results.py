@@ -13,18 +13,23 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from tui_lab.engine.results.ranking import RANKED_BY, best_cell, layouts_at
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
+from tui_lab.engine.results.ranking import RANKED_BY, best_cell, layouts_at, marks
 from tui_lab.engine.results.reader import ResultsFileError, Row, read_rows
-from tui_lab.messages import ResumeSweep
+from tui_lab.engine.results.recommendation import recommendation
+from tui_lab.messages import ResumeSweep, StartWinner
 
 COLUMNS = (
     "cell",
+    "mark",  # best, or tie: its interval overlaps the best's
     "instances",
     "parallel",
     "concurrency",
     "rate",
     "n_predict",
     "output_tok_per_s",
+    CI_LOW,
+    CI_HIGH,
     "requests_per_s",
     "e2el_ms_p99",
     "cache_hit_rate",
@@ -54,6 +59,7 @@ class ResultsScreen(Screen[None]):
         ("escape", "app.pop_screen", "Back"),
         ("o", "sort", "Sort by column"),
         ("R", "resume", "Resume"),
+        ("w", "start_winner", "Serve best"),
     ]
 
     def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
@@ -106,6 +112,9 @@ class ResultsScreen(Screen[None]):
                 f"concurrency {best['concurrency']} → {float(best[FIELD]):.1f} tok/s "  # type: ignore[arg-type]
                 f"(p99 e2el {_cell_text(best.get('e2el_ms_p99'))} ms)"
             )
+        words = recommendation(self.rows)
+        if words is not None:
+            text += f"\nRecommended: {words} (w serves it)"
         summary.update(text)
         self._fill_table(best)
         self._plot()
@@ -118,9 +127,12 @@ class ResultsScreen(Screen[None]):
     def _fill_table(self, best: Row | None) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        for row in self.rows:
+        for row, mark in zip(self.rows, marks(self.rows), strict=True):
             style = self._best_style() if row is best else ""
-            cells = [Text(_cell_text(row.get(c), c), style=style) for c in COLUMNS]
+            cells = [
+                Text(mark if c == "mark" else _cell_text(row.get(c), c), style=style)
+                for c in COLUMNS
+            ]
             table.add_row(*cells, key=str(row.get("cell")))
 
     def _plot(self) -> None:
@@ -187,6 +199,13 @@ class ResultsScreen(Screen[None]):
             return
         self.app.pop_screen()
         self.app.post_message(ResumeSweep(self.current))
+
+    def action_start_winner(self) -> None:
+        """Ask the app to start the standing cluster of the recommended cell."""
+        if self.current is None:
+            self.notify("no results to pick a winner from", severity="warning")
+            return
+        self.app.post_message(StartWinner(self.current))
 
     @on(OptionList.OptionSelected, "#results-files")
     def _choose_file(self, event: OptionList.OptionSelected) -> None:

@@ -34,10 +34,11 @@ class Plan:
     run: str  # e.g. "test-single", "sweep-full": names the results files
     cells: tuple[Cell, ...]
     search: SearchSettings | None = None  # adaptive: cells are a space to search, not a list
+    repeats: int = 1  # measurements of each cell, interleaved: the row holds their mean
 
     @property
     def requests(self) -> int:
-        return sum(c.requests for c in self.cells)
+        return sum(c.requests for c in self.cells) * self.repeats
 
     @property
     def max_concurrency(self) -> int:

@@ -13,6 +13,11 @@ behind the same slots. The search spends its time where the answer can be:
    bound hands its place to the next best probe. Confirming the best few cells rather than one
    per layout matters at a plateau, where neighbouring cells differ by less than probe noise.
 
+3. with repeats, settling: the finalists are measured again, round by round, while the top
+   cells' 95 % intervals overlap, each at most `repeats` times; a finalist whose interval falls
+   clear below the best's is not measured again, and the search stops once the best is clear
+   or the budget is spent. Each finalist's row then holds the mean of its measurements.
+
 The answer is the fastest full cell within the bounds. This module is pure logic: the driver
 (engine/sweeps/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
 """
@@ -21,10 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from statistics import fmean
 from typing import Literal, Protocol
 
 from tui_lab.engine.load.stats import RunSummary
 from tui_lab.engine.plan.config import Cell
+from tui_lab.engine.results.intervals import interval
 
 Phase = Literal["probe", "full"]
 DEFAULT_PLATEAU = 0.03
@@ -38,6 +45,7 @@ class SearchSettings:
     finalists: int = DEFAULT_FINALISTS  # best probes confirmed with full cells
     max_p99_ms: float | None = None  # goodput bound on p99 end-to-end latency
     max_ttft_ms: float | None = None  # goodput bound on p99 time to first token
+    repeats: int = 1  # the most full measurements of a finalist, while the best is unclear
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,21 @@ class Measurement:
     ttft_p99_ms: float | None = None
     requests_failed: int = 0
     error: str | None = None  # the cell did not run: a server failed, or it does not fit
+
+    @classmethod
+    def mean_of(cls, results: Sequence[Measurement]) -> Measurement:
+        """Several measurements of one cell, as the mean the row will hold."""
+
+        def mean(values: Sequence[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return fmean(known) if known else None
+
+        return cls(
+            fmean(r.tok_per_s for r in results),
+            mean([r.e2el_p99_ms for r in results]),
+            mean([r.ttft_p99_ms for r in results]),
+            sum(r.requests_failed for r in results),
+        )
 
     @classmethod
     def of(cls, summary: RunSummary | None, error: str | None) -> Measurement:
@@ -118,7 +141,7 @@ def outlook(
     cell in those lanes, then full cells for the finalists (the largest cells of the space, as
     which cells they will be is not known yet)."""
     largest = sorted(space, key=lambda c: c.requests, reverse=True)[: settings.finalists]
-    return [probe_of(cell) for lane in lanes_left for cell in lane] + largest
+    return [probe_of(cell) for lane in lanes_left for cell in lane] + largest * settings.repeats
 
 
 def describe(cell: Cell) -> str:
@@ -151,7 +174,9 @@ async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) ->
     best: Scored | None = None
     for cell in lane:
         probe = probe_of(cell)
-        trial = Trial(probe, "full" if probe == cell else "probe")
+        # At full length a probe is the grid's cell, unless the finalists are measured
+        # repeatedly: one measurement of it is then a probe like the others.
+        trial = Trial(probe, "full" if probe == cell and settings.repeats == 1 else "probe")
         result = await bench.measure(trial)
         problem = flaw(result, settings)
         stop = True
@@ -199,9 +224,69 @@ async def search(space: Sequence[Cell], settings: SearchSettings, bench: Bench) 
         + (f"; {len(dropped)} layout(s) dropped at their probes" if dropped else "")
     )
     confirmed = await _confirm(ranked, settings, bench, running=lane_of(all_lanes[-1][0]))
+    if settings.repeats > 1:
+        confirmed = await _settle(confirmed, settings, bench)
     if not confirmed:
         return SearchResult(None, "no finalist's full cell ran within the bounds without failures")
     return SearchResult(max(confirmed, key=lambda s: s.result.tok_per_s))
+
+
+def contenders(runs: dict[Cell, list[Measurement]]) -> list[Cell]:
+    """The cells not told apart from the best (by mean) by their 95 % intervals: the best
+    itself, and every cell whose interval overlaps its own or that has none yet."""
+    spans = {cell: interval([r.tok_per_s for r in results]) for cell, results in runs.items()}
+    best = max(spans, key=lambda cell: spans[cell].mean)
+    return [
+        cell
+        for cell, span in spans.items()
+        if cell == best or span.low is None or spans[best].low is None or span.overlaps(spans[best])
+    ]
+
+
+async def _settle(
+    confirmed: Sequence[Scored], settings: SearchSettings, bench: Bench
+) -> list[Scored]:
+    """Measure the finalists again while the best is unclear and the budget allows; record
+    each finalist once, with the mean of its measurements. One whose new measurement fails or
+    breaks a bound is out."""
+    runs = {s.cell: [s.result] for s in confirmed}
+    out: dict[Cell, str] = {}
+    rounds = 1
+    while True:
+        alive = {cell: results for cell, results in runs.items() if cell not in out}
+        if not alive:
+            break
+        tied = contenders(alive)
+        again = [cell for cell in tied if len(runs[cell]) < settings.repeats]
+        if len(tied) == 1 or not again:
+            bench.note(
+                f"after {rounds} round(s): "
+                + ("the best is clear" if len(tied) == 1 else "the budget is spent")
+                + ("" if len(tied) == 1 else f", {len(tied)} finalists tie within 95 % intervals")
+            )
+            break
+        rounds += 1
+        bench.expect(again)
+        for cell in again:
+            result = await bench.measure(Trial(cell, "full"))
+            runs[cell].append(result)
+            problem = flaw(result, settings)
+            if problem is not None:
+                out[cell] = problem
+    settled = []
+    for cell, results in runs.items():
+        mean = Measurement.mean_of(results)
+        span = interval([r.tok_per_s for r in results])
+        ci = f", 95 % CI {span.low:.0f}-{span.high:.0f}" if span.low is not None else ""
+        label = (
+            f"finalist: mean of {len(results)} full measurement(s), {mean.tok_per_s:.0f} tok/s{ci}"
+        )
+        if cell in out:
+            bench.record(Trial(cell, "full"), results[-1], f"{label}: {out[cell]}, out")
+        else:
+            bench.record(Trial(cell, "full"), mean, label)
+            settled.append(Scored(cell, mean, True))
+    return settled
 
 
 async def _confirm(
@@ -232,7 +317,8 @@ async def _confirm(
             problem = flaw(result, settings)
             if problem is None:
                 confirmed.append(Scored(candidate.cell, result, True))
-                bench.record(trial, result, label)
+                if settings.repeats == 1:  # else recorded once settled, with its mean
+                    bench.record(trial, result, label)
             else:
                 bench.record(trial, result, f"{label}: {problem}, the next best probe stands in")
     return confirmed

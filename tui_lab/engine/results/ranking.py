@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW, Interval
 from tui_lab.engine.results.reader import ResultsFileError, Row
 
 
@@ -58,17 +59,56 @@ RANKED_BY = "output_tok_per_s"
 Layout = tuple[object, object]  # (instances, parallel) as the rows record them
 
 
+def _eligible(row: Row) -> bool:
+    return (
+        not row.get("error")
+        and isinstance(row.get(RANKED_BY), int | float)
+        and row.get("phase", "full") == "full"
+        and bool(row.get("eligible", True))
+    )
+
+
 def best_cell(rows: Sequence[Row]) -> Row | None:
-    """The fastest eligible cell: the row itself, so a face can mark it among the others."""
-    good = [
-        r
-        for r in rows
-        if not r.get("error")
-        and isinstance(r.get(RANKED_BY), int | float)
-        and r.get("phase", "full") == "full"
-        and r.get("eligible", True)
-    ]
+    """The fastest eligible cell: the row itself, so a face can mark it among the others.
+    With repeats its figure is the mean of its measurements."""
+    good = [r for r in rows if _eligible(r)]
     return max(good, key=lambda r: float(r[RANKED_BY]), default=None)  # type: ignore[arg-type]
+
+
+def interval_of(row: Row) -> Interval | None:
+    """The row's tok/s interval as written with it; None for a cell measured once."""
+    low, high, mean = row.get(CI_LOW), row.get(CI_HIGH), row.get(RANKED_BY)
+    if not (is_number(low) and is_number(high) and is_number(mean)):
+        return None
+    n = row.get("repeats")
+    return Interval(float(mean), float(low), float(high), n if isinstance(n, int) else 2)  # type: ignore[arg-type]
+
+
+BEST, TIE = "best", "tie"
+
+
+def marks(rows: Sequence[Row]) -> list[str]:
+    """Per row: "best", "tie" (an eligible cell whose interval overlaps the best's: these
+    measurements do not tell it from the best) or "". Cells measured once tie nothing: without
+    a spread there is nothing to overlap."""
+    best = best_cell(rows)
+    span = interval_of(best) if best is not None else None
+    out = []
+    for row in rows:
+        other = interval_of(row)
+        if row is best:
+            out.append(BEST)
+        elif span is not None and other is not None and _eligible(row) and span.overlaps(other):
+            out.append(TIE)
+        else:
+            out.append("")
+    return out
+
+
+def ties(rows: Sequence[Row]) -> list[Row]:
+    """The cells tied with the best, fastest first."""
+    tied = [row for row, mark in zip(rows, marks(rows), strict=True) if mark == TIE]
+    return sorted(tied, key=lambda r: float(r[RANKED_BY]), reverse=True)  # type: ignore[arg-type]
 
 
 def layouts_at(rows: Sequence[Row], concurrency: object) -> dict[Layout, float]:

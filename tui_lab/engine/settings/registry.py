@@ -410,6 +410,16 @@ SETTINGS: tuple[Setting, ...] = (
         commands=LOAD,
     ),
     Setting(
+        "repeats",
+        "1",
+        "Repeats",
+        "Load",
+        v.whole_number,
+        help="measure each cell this many times, interleaved (every cell once, then again), "
+        "for a mean and a 95%% confidence interval (default 1)",
+        section="load",
+    ),
+    Setting(
         "request_timeout",
         "600",
         "Request timeout s",

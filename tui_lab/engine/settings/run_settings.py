@@ -9,14 +9,14 @@ lab's configuration and the standing cluster from that spec. Each also takes a `
 from __future__ import annotations
 
 import itertools
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tui_lab.engine.errors import LabError
 from tui_lab.engine.load.workloads import FileRequest, WorkloadSettings, read_requests
 from tui_lab.engine.machine.discovery import default_model_path, find_model, find_nginx, find_server
-from tui_lab.engine.plan import runs, search
+from tui_lab.engine.plan import passes, runs, search
 from tui_lab.engine.plan.config import (
     PROMPT_TOKEN_BUDGET,
     LabConfig,
@@ -147,6 +147,7 @@ def search_settings(settings: RunSettings | RunSpec) -> search.SearchSettings:
         finalists=spec.finalists,
         max_p99_ms=spec.max_p99_ms,
         max_ttft_ms=spec.max_ttft_ms,
+        repeats=spec.repeats,
     )
 
 
@@ -268,6 +269,7 @@ def build_plan(settings: RunSettings | RunSpec) -> Plan:
         )
         if spec.kind == "sweep-adaptive":
             plan = runs.adaptive_sweep(search_settings(spec), plan)
+    plan = replace(plan, repeats=spec.repeats)
     _check_ctx(plan)
     _check_placements(plan)
     check_port_layout(
@@ -303,10 +305,12 @@ def estimate(plan: Plan) -> str:
             f"searches {len(plan.cells)} cells of {len(search.lanes(plan.cells))} layouts: "
             f"short probes, then full cells for the {plan.search.finalists} best"
         )
-    starts = sum(
-        1 for i, c in enumerate(plan.cells) if i == 0 or c.layout != plan.cells[i - 1].layout
-    )
-    return f"{len(plan.cells)} cells, {starts} server layouts, {plan.requests} measured requests"
+    starts = passes.server_starts(plan.cells, plan.repeats)
+    if plan.repeats > 1:
+        cells = f"{len(plan.cells)} cells x {plan.repeats} repeats, {starts} server starts"
+    else:
+        cells = f"{len(plan.cells)} cells, {starts} server layouts"
+    return f"{cells}, {plan.requests} measured requests"
 
 
 def cluster_layout(settings: RunSettings | RunSpec, n_predict: int = CLUSTER_N_PREDICT) -> Layout:

@@ -48,6 +48,7 @@ class RunSpec:
     api: Api
     requests: int | None
     requests_per_client: int
+    repeats: int
     request_timeout: float
     stall_timeout: float
     stream: bool

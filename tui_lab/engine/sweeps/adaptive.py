@@ -29,6 +29,7 @@ from tui_lab.engine.plan.search import (
     outlook,
     search,
 )
+from tui_lab.engine.sweeps.repeats import combine
 from tui_lab.engine.sweeps.runner import Outcome, PlanRunner, row_error
 
 
@@ -56,7 +57,10 @@ class AdaptiveRunner(PlanRunner):
     def expect(self, left: Sequence[Cell]) -> None:
         """What the search may still measure, as the progress bar's new totals."""
         self._cells_total = len(self.rows) + len(left)
-        done = sum(int(row["requests"]) for row in self.rows)  # type: ignore[call-overload]
+        done = sum(
+            int(row["requests"]) * max(1, int(row["repeats"]))  # type: ignore[call-overload]
+            for row in self.rows
+        )
         self.emit(PlanRevised(self._cells_total, done + sum(c.requests for c in left)))
 
     async def _search(self, session: aiohttp.ClientSession) -> None:
@@ -74,32 +78,40 @@ class AdaptiveRunner(PlanRunner):
         return (
             f"best: {describe(best.cell)} ({best.cell.layout.instances} instance(s) x "
             f"{best.cell.layout.parallel} slot(s), concurrency {best.cell.concurrency}): "
-            f"{best.result.tok_per_s:.1f} tok/s over a full cell"
+            f"{best.result.tok_per_s:.1f} tok/s "
+            + (
+                "over a full cell"
+                if self.settings.repeats == 1
+                else "as the mean of its full cells"
+            )
             + (f", p99 latency {p99:.0f} ms" if p99 is not None else "")
         )
 
 
 class _Bench:
     """The search's measurements, as PlanRunner cells: each row is written once the search
-    has given its verdict on it, before the next cell starts."""
+    has given its verdict on its cell, before the next cell starts; a finalist measured
+    repeatedly gets one row, its measurements combined (sweeps/repeats.py)."""
 
     def __init__(self, runner: AdaptiveRunner, session: aiohttp.ClientSession) -> None:
         self.runner = runner
         self.session = session
-        self._measured: tuple[int, RunSummary | None, dict[str, object]] | None = None
+        self._pending: dict[Cell, list[tuple[RunSummary | None, dict[str, object]]]] = {}
 
     async def measure(self, trial: Trial) -> Measurement:
-        index = len(self.runner.rows) + 1
+        waiting = [c for c in self._pending if c != trial.cell]
+        index = len(self.runner.rows) + 1 + len(waiting)
         summary, row = await self.runner.measure_cell(self.session, index, trial.cell)
-        self._measured = (index, summary, row)
+        self._pending.setdefault(trial.cell, []).append((summary, row))
         return Measurement.of(summary, row_error(row))
 
     def record(self, trial: Trial, result: Measurement, verdict: str) -> None:
-        assert self._measured is not None
-        index, summary, row = self._measured
-        self._measured = None
+        measured = self._pending.pop(trial.cell)
+        good = [(s, r) for s, r in measured if s is not None and not row_error(r)]
+        summary, row = combine(good) if len(good) == len(measured) else measured[-1]
+        index = len(self.runner.rows) + 1
         eligible = flaw(result, self.runner.settings) is None
-        row.update(phase=trial.phase, verdict=verdict, eligible=eligible)
+        row.update(cell=index, phase=trial.phase, verdict=verdict, eligible=eligible)
         self.runner.finish_cell(index, trial.cell, summary, row, f"{trial.phase}: {verdict}")
 
     def note(self, text: str) -> None:

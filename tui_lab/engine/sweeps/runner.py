@@ -33,13 +33,16 @@ from tui_lab.engine.load.stats import RunSummary, summarize_load
 from tui_lab.engine.load.workloads import Script, WorkloadSettings, build
 from tui_lab.engine.machine.preflight import DoesNotFit, require_fit
 from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
+from tui_lab.engine.plan.passes import interleaved
 from tui_lab.engine.plan.runs import Plan
 from tui_lab.engine.processes.cluster import Cluster, ClusterSpec, required_ports
 from tui_lab.engine.processes.instance import control_session
 from tui_lab.engine.processes.placement import describe, of_layout
 from tui_lab.engine.processes.ports import ensure_free
+from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW, run_columns
 from tui_lab.engine.results.writer import ResultsWriter
 from tui_lab.engine.sweeps.cell_faults import CellWatch
+from tui_lab.engine.sweeps.repeats import Measured, combine
 from tui_lab.engine.telemetry.cell_queue import QueueFigures, sample_queues
 from tui_lab.engine.telemetry.energy import CellEnergy, cell_energy, read_energy
 
@@ -169,6 +172,7 @@ def cell_row(
         **cell.params(),
         **describe(of_layout(cell.layout)),
         **metrics,
+        **run_columns([summary.output_tok_per_s] if summary else []),
         "server_output_tokens": sum(known) if complete else None,
         "instance_output_tokens": ";".join(str(t) for t in known) if complete else None,
         **(queues or QueueFigures()).columns(),
@@ -179,6 +183,13 @@ def cell_row(
 
 def row_error(row: dict[str, object]) -> str | None:
     return str(row["error"]) if row["error"] else None
+
+
+def _spread(row: dict[str, object]) -> str:
+    low, high = row[CI_LOW], row[CI_HIGH]
+    if not isinstance(low, float) or not isinstance(high, float):
+        return ""
+    return f"mean of {row['repeats']}, 95% CI {low:.1f}..{high:.1f} tok/s"
 
 
 class PlanRunner:
@@ -216,13 +227,33 @@ class PlanRunner:
 
     async def run(self) -> Outcome:
         todo = [(i, cell) for i, cell in enumerate(self.plan.cells, 1) if i not in self.skip]
+        repeats = self.plan.repeats
 
-        async def in_order(session: aiohttp.ClientSession) -> None:
-            for index, cell in todo:
+        async def in_passes(session: aiohttp.ClientSession) -> None:
+            """Every cell once per pass (see plan/passes.py); a cell's row is written with
+            its last measurement, or at its first failure, which ends its measurements."""
+            measured: dict[int, list[Measured]] = {}
+            failed: set[int] = set()
+            begun = 0
+            for number, index, cell in interleaved(todo, repeats):
+                if index in failed:
+                    continue
+                if repeats > 1 and number != begun:
+                    begun = number
+                    self.emit(Notice("info", f"pass {number} of {repeats}"))
                 summary, row = await self.measure_cell(session, index, cell)
-                self.finish_cell(index, cell, summary, row)
+                if summary is None or row_error(row):
+                    failed.add(index)
+                    self.finish_cell(index, cell, summary, row)
+                    continue
+                runs = measured.setdefault(index, [])
+                runs.append((summary, row))
+                if len(runs) == repeats:
+                    summary, row = combine(runs)
+                    self.finish_cell(index, cell, summary, row, _spread(row))
 
-        return await self.execute(sum(cell.requests for _, cell in todo), in_order)
+        requests = sum(cell.requests for _, cell in todo) * repeats
+        return await self.execute(requests, in_passes)
 
     async def execute(
         self, requests: int, cells: Callable[[aiohttp.ClientSession], Awaitable[None]]
