@@ -18,6 +18,7 @@ from tui_lab.engine.results.pareto import PER_USER, front, tradeoff
 from tui_lab.engine.results.ranking import RANKED_BY, best_cell, is_number
 from tui_lab.engine.results.reader import ResultsFileError, Row
 from tui_lab.engine.results.sweep_file import SweepFile
+from tui_lab.engine.units import figure_text
 
 COLUMNS = (
     "cell",
@@ -77,10 +78,10 @@ def recommend(sweep: SweepFile) -> str:
         return "No recommendation: no cell ran without errors within the bounds."
     words = (
         f"{best['instances']} instance(s) × {best['parallel']} slot(s), up to "
-        f"{best['concurrency']} clients: {_value(best[RANKED_BY])} tok/s in all"
+        f"{best['concurrency']} clients: {figure_cell(best[RANKED_BY])} tok/s in all"
     )
     if is_number(best.get(PER_USER)):
-        words += f", {_value(best[PER_USER])} tok/s per user (decode)"
+        words += f", {figure_cell(best[PER_USER])} tok/s per user (decode)"
     for key, name in (("ttft_ms_p99", "TTFT p99"), ("e2el_ms_p99", "latency p99")):
         if is_number(best.get(key)):
             words += f", {name} {float(best[key]):.0f} ms"  # type: ignore[arg-type]
@@ -247,27 +248,30 @@ def _tradeoff_words(sweep: SweepFile, form: _Format) -> list[str]:
 
 
 def _facts(facts: Mapping[str, object], form: _Format) -> str:
-    lines = [[name, _value(value)] for name, value in facts.items() if value not in (None, "", [])]
+    lines = [
+        [name, figure_cell(value)] for name, value in facts.items() if value not in (None, "", [])
+    ]
     return form.table(["fact", "value"], lines, None)
 
 
 def _cells(rows: Sequence[Row], form: _Format) -> str:
     columns = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     best = best_cell(rows)
-    lines = [[_value(r.get(c)) for c in columns] for r in rows]
+    lines = [[figure_cell(r.get(c)) for c in columns] for r in rows]
     marked = next((i for i, r in enumerate(rows) if r is best), None)
     return form.table(columns, lines, marked)
 
 
-def _value(value: object) -> str:
+def figure_cell(value: object) -> str:
+    """Any row value as a table shows it: also the TUI's compare screen, so both read alike."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        return figure_text(value)
     if isinstance(value, list | tuple):
-        return ", ".join(_value(v) for v in value)
+        return ", ".join(figure_cell(v) for v in value)
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {_value(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {figure_cell(v)}" for k, v in value.items())
     return str(value)
 
 

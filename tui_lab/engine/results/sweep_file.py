@@ -70,3 +70,12 @@ def _bounds(settings: Mapping[str, object], meta_path: Path) -> SearchSettings:
         return search_settings(RunSettings.from_mapping(given, str(meta_path)))
     except LabError as exc:
         raise ResultsFileError(f"{meta_path}: recorded bounds unusable: {exc}") from None
+
+
+def recorded_bounds(path: Path) -> SearchSettings:
+    """The latency bounds the sweep of `path` ran under; none when it has no meta file."""
+    meta_path = path.with_suffix(".meta.json")
+    if not meta_path.is_file():
+        return SearchSettings()
+    settings = _mapping(_mapping(read_meta(meta_path).get("config")).get("settings"))
+    return _bounds(settings, meta_path)
