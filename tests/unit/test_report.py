@@ -68,7 +68,7 @@ def test_html_is_one_file_with_every_plot_and_no_outside_url(results: Path) -> N
     assert "box-under-test" in page and "max_p99_ms" in page
     # Cell 4 is fastest but its p99 (600 ms) breaks the 500 ms bound; cell 2's does too.
     assert "2×4 c=4: p99 latency 600 ms over the 500 ms bound" in page
-    assert "2 instance(s) × 4 slot(s), up to 1 clients: 25.00 tok/s in all" in page
+    assert "2 instance(s) × 4 slot(s), up to 1 client(s): 25.00 tok/s in all" in page
 
 
 def test_markdown_says_the_same_and_links_its_plot_files(results: Path, tmp_path: Path) -> None:
@@ -80,6 +80,13 @@ def test_markdown_says_the_same_and_links_its_plot_files(results: Path, tmp_path
     assert all((files.markdown.parent / link).is_file() for link in links)
     assert recommend(load_sweep(results)) in text
     assert "| cell | phase | instances |" in text
+
+
+def test_out_may_be_a_folder(results: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    files = write_report(load_sweep(results), folder)
+    assert files.html == folder / "sweep-full-1.report.html" and files.markdown.is_file()
 
 
 def test_without_a_meta_file_the_report_says_so(results: Path) -> None:

@@ -78,7 +78,7 @@ def recommend(sweep: SweepFile) -> str:
         return "No recommendation: no cell ran without errors within the bounds."
     words = (
         f"{best['instances']} instance(s) × {best['parallel']} slot(s), up to "
-        f"{best['concurrency']} clients: {figure_cell(best[RANKED_BY])} tok/s in all"
+        f"{best['concurrency']} client(s): {figure_cell(best[RANKED_BY])} tok/s in all"
     )
     if is_number(best.get(PER_USER)):
         words += f", {figure_cell(best[PER_USER])} tok/s per user (decode)"
@@ -92,7 +92,9 @@ def recommend(sweep: SweepFile) -> str:
 def write_report(sweep: SweepFile, out: Path | None = None) -> ReportFiles:
     """Write the HTML, the Markdown beside it and the Markdown's plot folder; return where."""
     target = out or default_out(sweep.path)
-    if target.suffix != ".html":
+    if target.is_dir():
+        target = target / default_out(sweep.path).name
+    elif target.suffix != ".html":
         target = target.with_name(f"{target.name}.html")
     files = ReportFiles(target, target.with_suffix(".md"), target.with_name(f"{target.stem}-plots"))
     plots = {name: svg for name, svg in _draw(sweep).items() if svg is not None}
