@@ -241,11 +241,13 @@ def _tradeoff_words(sweep: SweepFile, form: _Format) -> list[str]:
     words = [
         form.paragraph(f"Pareto front (no other cell is faster both in all and per user): {line}.")
     ]
-    apart = [p for p in points if p.apart]
-    if apart:
-        words.append(
-            form.paragraph("Set apart: " + "; ".join(f"{p.label}: {p.apart}" for p in apart) + ".")
-        )
+    by_reason: dict[str, list[str]] = {}
+    for p in points:
+        if p.apart:
+            by_reason.setdefault(p.apart, []).append(p.label)
+    if by_reason:
+        reasons = "; ".join(f"{why}: {', '.join(cells)}" for why, cells in by_reason.items())
+        words.append(form.paragraph(f"Set apart: {reasons}."))
     return words
 
 
