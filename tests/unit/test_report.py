@@ -67,7 +67,7 @@ def test_html_is_one_file_with_every_plot_and_no_outside_url(results: Path) -> N
     assert "<script" not in page
     assert "box-under-test" in page and "max_p99_ms" in page
     # Cell 4 is fastest but its p99 (600 ms) breaks the 500 ms bound; cell 2's does too.
-    assert "p99 latency 600 ms over the 500 ms bound: 2×4 c=4" in page
+    assert "p99 latency 600 ms over the 500 ms bound: 1×1 c=4, 2×4 c=4" in page
     assert "2 instance(s) × 4 slot(s), up to 1 client(s): 25.00 tok/s in all" in page
 
 
