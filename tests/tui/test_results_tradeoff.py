@@ -94,3 +94,16 @@ async def test_compare_key_puts_the_chosen_sweep_beside_this_one(results: Path) 
         assert {"kind", "max_p99_ms"} <= names
         await pilot.press("escape")
         assert isinstance(pilot.app.screen, ResultsScreen)
+
+
+def test_snapshot_compare_screen(snap_compare: Callable[..., bool], results: Path) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultsScreen), 10)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareChoice), 10)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen), 10)
+        await pilot.pause(0.3)
+
+    assert snap_compare(quiet_app(results), terminal_size=(120, 40), run_before=run_before)

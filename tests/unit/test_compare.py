@@ -91,3 +91,11 @@ def test_adaptive_probes_are_not_cells_to_compare() -> None:
     (pair,) = result.pairs
     assert pair_row(result, pair)["A tok/s"] == 100.0
     assert pair_row(result, pair)["Δ %"] == -10.0
+
+
+def test_a_cell_is_named_by_what_tells_it_apart() -> None:
+    rows = [_row(1, 4, 50.0, threads_http=12), _row(2, 4, 60.0, threads_http=10)]
+    rows += [_row(2, 4, 70.0, threads_http=10, balance="session")]
+    result = compare(_sweep("a", rows), _sweep("b", rows))
+    names = [result.name(p.key) for p in result.pairs]
+    assert names == ["1×4 c=4", "2×4 c=4 balance=round_robin", "2×4 c=4 balance=session"]

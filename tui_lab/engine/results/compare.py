@@ -87,12 +87,14 @@ class Comparison:
     only_b: tuple[CellKey, ...]
 
     def name(self, key: CellKey) -> str:
-        """A cell as people say it ("2x4 c=8"), with just the other keys that vary here."""
+        """A cell as people say it ("2x4 c=8"), with those other keys that tell apart cells
+        of the same layout and concurrency here (a threads sweep's threads, two balances)."""
         shown = dict(key)
-        keys = [*(p.key for p in self.pairs), *self.only_a, *self.only_b]
-        varying = [k for k in CELL_KEYS[3:] if len({dict(c).get(k) for c in keys}) > 1]
+        keys = [dict(k) for k in (*(p.key for p in self.pairs), *self.only_a, *self.only_b)]
+        same = [k for k in keys if all(k.get(f) == shown.get(f) for f in CELL_KEYS[:3])]
+        varying = [f for f in CELL_KEYS[3:] if len({k.get(f) for k in same}) > 1]
         text = f"{shown.get('instances')}×{shown.get('parallel')} c={shown.get('concurrency')}"
-        return " ".join([text, *(f"{k}={shown.get(k)}" for k in varying)])
+        return " ".join([text, *(f"{f}={shown.get(f)}" for f in varying)])
 
 
 def compare(a: SweepFile, b: SweepFile) -> Comparison:
