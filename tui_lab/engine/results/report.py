@@ -77,8 +77,8 @@ def recommend(sweep: SweepFile) -> str:
     if best is None:
         return "No recommendation: no cell ran without errors within the bounds."
     words = (
-        f"{best['instances']} instance(s) × {best['parallel']} slot(s), up to "
-        f"{best['concurrency']} client(s): {figure_cell(best[RANKED_BY])} tok/s in all"
+        f"{best.get('instances', '?')} instance(s) × {best.get('parallel', '?')} slot(s), up to "
+        f"{best.get('concurrency', '?')} client(s): {figure_cell(best[RANKED_BY])} tok/s in all"
     )
     if is_number(best.get(PER_USER)):
         words += f", {figure_cell(best[PER_USER])} tok/s per user (decode)"

@@ -85,8 +85,8 @@ def throughput_plot(rows: Sequence[Row]) -> str | None:
 def heat_map(rows: Sequence[Row]) -> str | None:
     """tok/s of each layout at the best cell's concurrency, as the results screen's grid."""
     best = best_cell(rows)
-    if best is None:
-        return None
+    if best is None or any(k not in best for k in ("instances", "parallel", "concurrency")):
+        return None  # a hand-trimmed file without the layout's columns
     values = layouts_at(rows, best["concurrency"])
     instances = sorted({k[0] for k in values}, key=str)
     parallels = sorted({k[1] for k in values}, key=str)
