@@ -33,11 +33,13 @@ need_debian_packages() {
   fi
 }
 
-# 1. System packages: venv support, nginx; tmux for the terminal tests.
+# 1. System packages: venv support, nginx; tmux and chromium for the terminal and report tests.
 pkgs=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 if [ "$dev" = 1 ]; then command -v tmux >/dev/null || pkgs+=(tmux); fi
+# Headless Chromium opens the HTML report in its test (tests/integration/test_report_browser.py).
+if [ "$dev" = 1 ]; then command -v chromium >/dev/null || pkgs+=(chromium); fi
 if [ "$bench" = 1 ]; then command -v wrk >/dev/null || pkgs+=(wrk); fi
 need_debian_packages "${pkgs[@]}"
 

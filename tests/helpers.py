@@ -170,8 +170,8 @@ def machine_sample(time: float, tokens_per_s: float | None) -> MachineTelemetry:
 DATA = Path(__file__).resolve().parent / "data" / "results"
 
 
-def quiet_app() -> LabApp:
-    app = LabApp(RunSettings(model="", results=str(DATA)), telemetry_interval_s=3600)
+def quiet_app(results: Path = DATA) -> LabApp:
+    app = LabApp(RunSettings(model="", results=str(results)), telemetry_interval_s=3600)
 
     async def no_telemetry() -> None:
         return None

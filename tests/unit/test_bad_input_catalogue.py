@@ -119,6 +119,13 @@ CLI_CASES = [
     (["analyze", "{tmp}/missing.csv"], "results file not found: "),
     (["analyze", "{tmp}/results/kept.csv", "--field", "nosuch"], "cannot rank by 'nosuch'"),
     (["analyze", "{tmp}/results/kept.csv", "--count", "-1"], "--count: -1 is below 1"),
+    (["report", "{tmp}/missing.jsonl"], "results file not found: "),
+    (["report", "{tmp}/notes.gguf"], "not a results file (expected .jsonl or .csv)"),
+    (
+        ["report", "{tmp}/results/kept.jsonl", "--out", "{tmp}/notes.gguf/r.html"],
+        "cannot write the report to ",
+    ),
+    (["compare", "{tmp}/results/kept.jsonl", "{tmp}/gone.csv"], "results file not found: "),
 ]
 
 

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tui_lab.cli.comparison import compare_text
 from tui_lab.cli.parser import SWEEP_CONTROLS, build_parser, settings_from_args
 from tui_lab.cli.progress import ProgressPrinter
 from tui_lab.cli.tables import format_table, marked, summary_columns
@@ -27,9 +28,12 @@ from tui_lab.engine.machine.discovery import find_model, find_nginx, find_server
 from tui_lab.engine.machine.preflight import DoesNotFit
 from tui_lab.engine.processes.leftovers import find_leftovers, stop_leftovers
 from tui_lab.engine.processes.standing_cluster import status_json
+from tui_lab.engine.results.compare import compare
 from tui_lab.engine.results.ranking import top_cells
 from tui_lab.engine.results.reader import Row, read_rows
 from tui_lab.engine.results.recommendation import recommendation
+from tui_lab.engine.results.report import write_report
+from tui_lab.engine.results.sweep_file import load_sweep
 from tui_lab.engine.settings.run_settings import cluster_layout
 from tui_lab.engine.settings.values import one_value, require_at_least
 from tui_lab.engine.sweeps import detached
@@ -261,6 +265,17 @@ def _print_recommendation(rows: Sequence[Row]) -> None:
         print(f"recommended: {text}")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    files = write_report(load_sweep(Path(args.file)), Path(args.out) if args.out else None)
+    print(f"report: {files.html} (self-contained) and {files.markdown} (plots in {files.plots})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    print(compare_text(compare(load_sweep(Path(args.a)), load_sweep(Path(args.b)))))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     found: dict[str, str] = {}
     status = 0
@@ -314,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_load(args)
         if args.command == "analyze":
             return cmd_analyze(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "preflight":
             return cmd_preflight(args)
         if args.command == "cleanup":

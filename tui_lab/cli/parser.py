@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--order", choices=("asc", "desc"), default="desc")
     analyze.add_argument("--count", type=int, default=10)
 
+    report = sub.add_parser("report", help="a results file as one HTML file and Markdown")
+    report.add_argument("file", help="the sweep's .jsonl or .csv")
+    report.add_argument(
+        "--out", help="the HTML file to write (default: <results>.report.html); .md beside it"
+    )
+
+    compare = sub.add_parser("compare", help="matching cells of two results files side by side")
+    compare.add_argument("a", help="the first sweep's .jsonl or .csv (A)")
+    compare.add_argument("b", help="the second (B): deltas are B - A")
+
     pre = sub.add_parser("preflight", help="will N servers of this model fit in free memory?")
     add_settings(pre, "preflight", grouped=())
     pre.add_argument(

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
 from tui_lab.engine.results.ranking import RANKED_BY, is_number, marks
 from tui_lab.engine.results.reader import Row
+from tui_lab.engine.units import figure_text
 
 # What `llamalab` shows of each cell after a sweep, `attach` and `analyze`.
 SUMMARY_COLUMNS = (
@@ -82,8 +83,7 @@ def _table_cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        # Two decimals where they carry information (0.47 s), one where they are noise (1234.5 t/s).
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        return figure_text(value)
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)

@@ -19,6 +19,7 @@ HELP = """\
 | `k` | restart the selected instance |
 | `l` | show the selected process's log (under 100 columns in the plot's place; `l` again: plot) |
 | `v` | results: every cell, best and ties marked, plots; `R` resumes; `w` serves the best |
+| `e` `m` | on results: write its report (HTML + Markdown); compare with another sweep |
 | `ctrl+p` | command palette: every action, preset and results file by name |
 | `q` | quit (asks about a running cluster) |
 

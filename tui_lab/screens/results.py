@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from pathlib import Path
 
 from rich.style import Style
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from tui_lab.engine.results.compare import compare
 from tui_lab.engine.results.intervals import CI_HIGH, CI_LOW
+from tui_lab.engine.results.pareto import tradeoff
 from tui_lab.engine.results.ranking import RANKED_BY, best_cell, layouts_at, marks
 from tui_lab.engine.results.reader import ResultsFileError, Row, read_rows
 from tui_lab.engine.results.recommendation import recommendation
+from tui_lab.engine.results.report import write_report
+from tui_lab.engine.results.sweep_file import load_sweep, recorded_bounds
 from tui_lab.messages import ResumeSweep, StartWinner
+from tui_lab.screens.compare import CompareScreen
+from tui_lab.screens.compare_choice import CompareChoice
+from tui_lab.widgets.tradeoff_plot import TradeoffPlot
 
 COLUMNS = (
     "cell",
@@ -60,6 +68,8 @@ class ResultsScreen(Screen[None]):
         ("o", "sort", "Sort by column"),
         ("R", "resume", "Resume"),
         ("w", "start_winner", "Serve best"),
+        ("e", "write_report", "Report"),
+        ("m", "compare", "Compare"),
     ]
 
     def __init__(self, results_dir: Path, selected: Path | None = None) -> None:
@@ -82,6 +92,8 @@ class ResultsScreen(Screen[None]):
             with TabPane("instances × parallel", id="tab-grid"):
                 yield Label("", id="grid-caption")
                 yield DataTable(id="results-grid", cursor_type="none")
+            with TabPane("trade-off", id="tab-tradeoff"):
+                yield TradeoffPlot(id="results-tradeoff")
             with TabPane("Files", id="tab-files"):
                 yield OptionList(*(p.name for p in self.files), id="results-files")
         yield Footer()
@@ -119,6 +131,7 @@ class ResultsScreen(Screen[None]):
         self._fill_table(best)
         self._plot()
         self._grid(best)
+        self._show_tradeoff()
 
     def _best_style(self) -> Style:
         """The best cell in the theme's success colour."""
@@ -206,6 +219,48 @@ class ResultsScreen(Screen[None]):
             self.notify("no results to pick a winner from", severity="warning")
             return
         self.app.post_message(StartWinner(self.current))
+
+    def _show_tradeoff(self) -> None:
+        """The trade-off of this file's cells, under the latency bounds its sweep recorded."""
+        assert self.current is not None
+        try:
+            bounds = recorded_bounds(self.current)
+        except ResultsFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.query_one(TradeoffPlot).show(tradeoff(self.rows, bounds))
+
+    @work(exclusive=True, group="report")
+    async def action_write_report(self) -> None:
+        """The report of the sweep on screen, beside its results file; drawn off the loop."""
+        if self.current is None:
+            self.notify("no sweep to report on", severity="warning")
+            return
+        current = self.current
+        try:
+            files = await asyncio.to_thread(lambda: write_report(load_sweep(current)))
+        except ResultsFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.notify(f"report written: {files.html} (and {files.markdown.name})", timeout=15)
+
+    def action_compare(self) -> None:
+        """Compare the sweep on screen (A) with another of the folder (B), chosen in a list."""
+        if self.current is None or len(self.files) < 2:
+            self.notify("compare needs two results files in this folder", severity="warning")
+            return
+        self.app.push_screen(CompareChoice(self.current, self.files), self._compare_with)
+
+    async def _compare_with(self, other: Path | None) -> None:
+        if other is None or self.current is None:
+            return
+        a, b = self.current, other
+        try:
+            comparison = await asyncio.to_thread(lambda: compare(load_sweep(a), load_sweep(b)))
+        except ResultsFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.app.push_screen(CompareScreen(comparison))
 
     @on(OptionList.OptionSelected, "#results-files")
     def _choose_file(self, event: OptionList.OptionSelected) -> None:
