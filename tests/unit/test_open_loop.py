@@ -82,8 +82,8 @@ async def test_requests_are_sent_at_their_arrival_times_not_when_answers_come() 
     assert all(r.arrived is not None and r.start >= r.arrived for r in result.records)
     summary = summarize_load(result)
     assert summary.offered_rate == pytest.approx(10.0)
-    # All six answered within the arrivals window (six gaps: 0.6 s), the last 0.08 s before its end.
-    assert summary.achieved_rate == pytest.approx(10.0)
+    # Below capacity the answers leave as they arrived, 0.1 s apart, a reply's time later.
+    assert summary.achieved_rate == pytest.approx(10.0, rel=0.03)
     assert summary.client_queue_max == 0
 
 
@@ -97,7 +97,9 @@ async def test_arrivals_past_the_cap_wait_in_the_client_and_keep_their_arrival_t
     summary = summarize_load(result)
     assert summary.client_queue_max == 2
     assert summary.client_wait_ms_p99 == pytest.approx(100, abs=40)
-    assert summary.achieved_rate == 0.0  # none answered within the 0.1 s arrivals window
+    # Above capacity it is the servers' pace: two slots answer in pairs 0.1 s apart, so the
+    # four departures span 0.1 s (three gaps), whatever the 40/s asked.
+    assert summary.achieved_rate == pytest.approx(3 / 0.1, rel=0.2)
 
 
 async def test_a_conversation_arrives_once_and_its_turns_follow_its_answers() -> None:

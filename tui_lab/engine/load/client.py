@@ -112,8 +112,21 @@ class OpenLoopCounts:
 
     offered_rate: float  # arrivals per second, as drawn (Schedule.offered_rate)
     window_s: float  # the arrivals window: from the first arrival, Schedule.window_s long
-    served: int  # arrivals whose requests all succeeded before the window ended
+    served: int  # arrivals whose requests all succeeded
     queued_max: int  # the most arrivals waiting at once for a place under the concurrency cap
+    # From the first served arrival's last answer to the last one's: the span of the departures
+    served_span_s: float = 0.0
+
+    @property
+    def achieved_rate(self) -> float:
+        """Served arrivals per second as the servers let them out: the departures' own rate,
+        (served - 1) over their span. Below capacity that is the arrivals' rate, shifted by a
+        latency that does not shorten it; above capacity it is what the servers kept up with,
+        the backlog draining at their pace. With under two departures there is no span: served
+        over the arrivals window."""
+        if self.served >= 2 and self.served_span_s > 0:
+            return (self.served - 1) / self.served_span_s
+        return self.served / self.window_s
 
 
 class _Counts(NamedTuple):
@@ -295,7 +308,8 @@ async def _open_loop(
     plan = schedule(spec.arrivals, len(chains))
     waiting: asyncio.Queue[tuple[_Chain, float] | None] = asyncio.Queue()
     records: dict[int, RequestRecord] = {}
-    served = claimed = queued_max = 0  # claimed: arrivals not yet finished, waiting or not
+    claimed = queued_max = 0  # claimed: arrivals not yet finished, waiting or not
+    departures: list[float] = []  # when each served arrival's last answer came
     start = time.perf_counter()
 
     async def arrive() -> None:
@@ -311,7 +325,7 @@ async def _open_loop(
             waiting.put_nowait(None)
 
     async def worker() -> None:
-        nonlocal served, claimed
+        nonlocal claimed
         while (item := await waiting.get()) is not None:
             chain, first = item
             arrived: float | None = first
@@ -325,7 +339,8 @@ async def _open_loop(
                 ok = ok and record.ok
                 if on_record is not None:
                     on_record(record)
-            served += ok and time.perf_counter() - start <= plan.window_s
+            if ok:
+                departures.append(time.perf_counter())
             claimed -= 1
 
     async with asyncio.TaskGroup() as group:
@@ -334,7 +349,8 @@ async def _open_loop(
             group.create_task(worker())
     wall_end = time.perf_counter()
     measured = tuple(records[i] for i in sorted(records))
-    counts = OpenLoopCounts(plan.offered_rate, plan.window_s, served, queued_max)
+    span = max(departures) - min(departures) if departures else 0.0
+    counts = OpenLoopCounts(plan.offered_rate, plan.window_s, len(departures), queued_max, span)
     return LoadResult(measured, warmup, start, wall_end, counts)
 
 

@@ -79,7 +79,7 @@ class RunSummary:
     prefill_tok_per_s: float | None  # prompt tokens evaluated / the server's prefill time
     decode_tok_per_s: float | None  # one request's decode speed: its tokens / its decode time
     offered_rate: float | None  # arrivals / the arrivals window, as drawn
-    achieved_rate: float | None  # arrivals served (all OK) within the arrivals window / window
+    achieved_rate: float | None  # served arrivals (all OK) per second, as they left (OpenLoopCounts)
     client_queue_max: int | None  # most arrivals waiting in the client for the cap at once
     client_wait_ms_p99: float | None  # an arrival's wait there, from arrival to sending
     ttft_ms: Percentiles
@@ -149,7 +149,7 @@ def summarize(
         requests_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
         **_cache_and_phases(ok)._asdict(),
         offered_rate=open_loop.offered_rate if open_loop else None,
-        achieved_rate=open_loop.served / open_loop.window_s if open_loop else None,
+        achieved_rate=open_loop.achieved_rate if open_loop else None,
         client_queue_max=open_loop.queued_max if open_loop else None,
         client_wait_ms_p99=_ms(waits).p99 if open_loop else None,
         ttft_ms=_ms(ttft),
