@@ -16,7 +16,6 @@ from tui_lab.engine.processes import standing_cluster
 from tui_lab.screens.choice_modal import ChoiceModal
 from tui_lab.screens.cluster_modal import ClusterModal
 from tui_lab.screens.help import HelpScreen
-from tui_lab.screens.results import COLUMNS
 from tui_lab.widgets.instance_table import InstanceTable
 from tui_lab.widgets.log_pane import LogPane
 
@@ -180,10 +179,10 @@ async def test_v_shows_results_with_the_best_cell_and_sorts(tmp_path: Path) -> N
         await pilot.press("v")
         await pilot.pause(0.3)
         summary = str(app.screen.query_one("#results-summary").render())
-        assert "Best: 2 instances × 4 parallel × concurrency 1 → 61.2 tok/s" in summary
+        assert "Recommended: 2 instances × 4 slots, up to 1 client: 61 tok/s in all" in summary
         table = app.screen.query_one("#results-table", DataTable)
         assert table.row_count == 4
-        tok_per_s = COLUMNS.index("output_tok_per_s")
+        tok_per_s = app.screen.columns.index("output_tok_per_s")
         table.move_cursor(column=tok_per_s)
         await pilot.press("o")
         assert str(table.get_row_at(0)[tok_per_s]) == "99.0"

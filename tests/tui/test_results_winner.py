@@ -16,7 +16,7 @@ from tests.helpers import DATA, settings, wait_for
 from tui_lab.app import LabApp
 from tui_lab.engine.processes import standing_cluster
 from tui_lab.engine.settings.run_settings import RunSettings
-from tui_lab.screens.results import COLUMNS, ResultsScreen
+from tui_lab.screens.results import ResultsScreen
 
 REPEATS = DATA / "repeats"
 
@@ -32,7 +32,7 @@ async def test_the_results_screen_marks_the_best_and_its_tie() -> None:
         await pilot.pause(0.3)
         assert isinstance(app.screen, ResultsScreen)
         table = app.screen.query_one("#results-table", DataTable)
-        mark = COLUMNS.index("mark")
+        mark = app.screen.columns.index("mark")
         assert [str(table.get_row_at(i)[mark]) for i in range(table.row_count)] == [
             "",
             "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.style import Style
@@ -52,6 +53,33 @@ COLUMNS = (
     "error",
 )
 FIELD = RANKED_BY
+# Shown only where a row of the file has them: a sweep measured once has no interval, a closed
+# loop no rate, a build without the KV gauge no KV figure; empty columns would push the ones
+# that matter off an 80-column screen.
+WHEN_FILLED = frozenset(
+    {
+        "rate",
+        CI_LOW,
+        CI_HIGH,
+        "cache_hit_rate",
+        "prefill_tok_per_s",
+        "decode_tok_per_s",
+        "achieved_rate",
+        "client_queue_max",
+        "deferred_max",
+        "instance_deferred_max",
+        "instance_kv_max",
+    }
+)
+
+
+def shown_columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    """COLUMNS less those no row of the file has a value for."""
+    return tuple(
+        c
+        for c in COLUMNS
+        if c not in WHEN_FILLED or any(row.get(c) not in (None, "") for row in rows)
+    )
 
 
 def _cell_text(value: object, column: str = "") -> str:
@@ -80,6 +108,7 @@ class ResultsScreen(Screen[None]):
         )
         self.current = selected if selected is not None else (self.files[0] if self.files else None)
         self.rows: list[dict[str, object]] = []
+        self.columns: tuple[str, ...] = ()  # the table's, from shown_columns
         self._sort_reverse = True
 
     def compose(self) -> ComposeResult:
@@ -99,9 +128,6 @@ class ResultsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column)
         self.refresh_results()
 
     def refresh_results(self) -> None:
@@ -118,12 +144,6 @@ class ResultsScreen(Screen[None]):
         best = best_cell(self.rows)
         csv = self.current.with_suffix(".csv")
         text = f"{self.current.name} ({len(self.rows)} cells; also {csv.name})"
-        if best is not None:
-            text += (
-                f"\nBest: {best['instances']} instances × {best['parallel']} parallel × "
-                f"concurrency {best['concurrency']} → {float(best[FIELD]):.1f} tok/s "  # type: ignore[arg-type]
-                f"(p99 e2el {_cell_text(best.get('e2el_ms_p99'))} ms)"
-            )
         words = recommendation(self.rows)
         if words is not None:
             text += f"\nRecommended: {words} (w serves it)"
@@ -139,12 +159,18 @@ class ResultsScreen(Screen[None]):
 
     def _fill_table(self, best: Row | None) -> None:
         table = self.query_one(DataTable)
+        columns = shown_columns(self.rows)
+        if columns != self.columns:
+            table.clear(columns=True)
+            for column in columns:
+                table.add_column(column, key=column)
+            self.columns = columns
         table.clear()
         for row, mark in zip(self.rows, marks(self.rows), strict=True):
             style = self._best_style() if row is best else ""
             cells = [
                 Text(mark if c == "mark" else _cell_text(row.get(c), c), style=style)
-                for c in COLUMNS
+                for c in columns
             ]
             table.add_row(*cells, key=str(row.get("cell")))
 
@@ -193,7 +219,7 @@ class ResultsScreen(Screen[None]):
     def action_sort(self) -> None:
         """Sort by the column under the cursor; pressing again reverses the order."""
         table = self.query_one(DataTable)
-        column = COLUMNS[table.cursor_column]
+        column = self.columns[table.cursor_column]
 
         def key(text: Text) -> tuple[int, float | str]:
             raw = text.plain

@@ -79,7 +79,7 @@ class RunSummary:
     prefill_tok_per_s: float | None  # prompt tokens evaluated / the server's prefill time
     decode_tok_per_s: float | None  # one request's decode speed: its tokens / its decode time
     offered_rate: float | None  # arrivals / the arrivals window, as drawn
-    achieved_rate: float | None  # served arrivals (all OK) per second, as they left (OpenLoopCounts)
+    achieved_rate: float | None  # served arrivals per second, as they left (OpenLoopCounts)
     client_queue_max: int | None  # most arrivals waiting in the client for the cap at once
     client_wait_ms_p99: float | None  # an arrival's wait there, from arrival to sending
     ttft_ms: Percentiles
