@@ -309,15 +309,3 @@ def test_without_repeats_a_finalist_is_measured_once() -> None:
     bench = JitteryBench(tok_per_s=ramp({}))
     run(bench, replace(REPEATED, repeats=1), space(**SMALL))
     assert bench.full_measures() == {(4, 16): 1, (4, 4): 1, (4, 1): 1}
-
-
-def test_with_repeats_a_probe_at_full_length_is_its_finalists_first_measurement() -> None:
-    # Every cell sends one request per client, so every probe is its grid cell.
-    cells = [replace(c, requests=c.concurrency) for c in space(**SMALL)]
-    bench = JitteryBench(tok_per_s=ramp({}))
-    result = run(bench, REPEATED, cells)
-    assert result.best is not None and result.best.cell.concurrency == 16
-    # 9 probes, then one more measurement of each of the 3 finalists settles it: no full
-    # measurement repeats what a probe already measured.
-    assert bench.full_measures() == {(4, 16): 2, (4, 4): 2, (4, 1): 2}
-    assert len(bench.measures) == 9 + 3

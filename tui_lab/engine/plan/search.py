@@ -174,10 +174,9 @@ async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) ->
     best: Scored | None = None
     for cell in lane:
         probe = probe_of(cell)
-        # At full length a probe is the grid's cell. With repeats its row stays a probe's (the
-        # finalist's row holds the mean), but it counts as the finalist's first measurement.
-        full = probe == cell
-        trial = Trial(probe, "full" if full and settings.repeats == 1 else "probe")
+        # At full length a probe is the grid's cell, unless the finalists are measured
+        # repeatedly: one measurement of it is then a probe like the others.
+        trial = Trial(probe, "full" if probe == cell and settings.repeats == 1 else "probe")
         result = await bench.measure(trial)
         problem = flaw(result, settings)
         stop = True
@@ -195,7 +194,7 @@ async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) ->
                 else "raise concurrency"
             )
         if problem is None:
-            scored = Scored(cell, result, full)
+            scored = Scored(cell, result, trial.phase == "full")
             good.append(scored)
             if best is None or result.tok_per_s > best.result.tok_per_s:
                 best = scored
