@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_lab.engine.events import CellFinished, Event, Notice
+from tui_lab.engine.events import CellFinished, Event, Notice, PlanRevised
 from tui_lab.engine.load.stats import Percentiles, RunSummary, summarize
 from tui_lab.engine.plan.config import Cell, LabConfig, LoadSettings
 from tui_lab.engine.plan.passes import interleaved, server_starts
@@ -215,3 +215,7 @@ async def test_adaptive_finalists_measured_repeatedly_are_one_row_each(tmp_path:
     assert outcome.rows[4]["output_tok_per_s_runs"] == [30.7, 31.3, 31.0]
     assert outcome.rows[4]["output_tok_per_s"] == pytest.approx(31.0)
     assert marks(outcome.rows) == ["", "", "", "", "best", "tie"]
+    # The progress bar's last totals are what was measured: six rows, and the requests of
+    # every measurement (one per client: the four probes, then each finalist three times).
+    revised = [e for e in scripted.events if isinstance(e, PlanRevised)]  # type: ignore[attr-defined]
+    assert (revised[-1].cells, revised[-1].requests) == (6, (1 + 2 + 1 + 2) + 3 * 2 + 3 * 1)

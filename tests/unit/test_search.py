@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,6 +18,7 @@ from tui_lab.engine.plan.search import (
     SearchSettings,
     Trial,
     lanes,
+    rounds_of,
     search,
 )
 
@@ -285,24 +287,61 @@ def test_repeats_stop_once_the_best_is_clear_of_the_other_finalists() -> None:
     result = run(bench, REPEATED, space(**SMALL))
     assert result.best is not None
     assert (result.best.cell.layout.parallel, result.best.cell.concurrency) == (4, 16)
-    # round 2 gives 56 [52-60] against 44 [41-47] and 41: clear; nobody is measured a third time
-    assert bench.full_measures() == {(4, 16): 2, (4, 4): 2, (4, 1): 2}
-    assert result.best.result.tok_per_s == pytest.approx(56 * 0.995)
-    assert "after 2 round(s): the best is clear" in bench.notes
+    # Round 2 halves the three finalists to the best two by mean: 56 [52-60] is then clear of
+    # 44 [41-47], but not of 41, measured once (no interval); round 3 measures 56 and 41 again,
+    # 41 falls clear, and 44 is not measured a third time.
+    assert bench.full_measures() == {(4, 16): 3, (4, 4): 2, (4, 1): 2}
+    assert "round 2: halving measures the best 2 by mean; not 1x4 c=1 (1 so far)" in bench.notes
+    assert result.best.result.tok_per_s == pytest.approx(56.0)
+    assert "after 3 round(s): the best is clear" in bench.notes
     full = [verdict for trial, verdict in bench.trials if trial.phase == "full"]
     assert len(full) == 3  # one row per finalist
-    assert full[0].startswith("finalist: mean of 2 full measurement(s), 56 tok/s, 95 % CI ")
+    assert full[0].startswith("finalist: mean of 3 full measurement(s), 56 tok/s, 95 % CI ")
 
 
 def test_repeats_go_on_for_the_tied_finalists_only_until_the_budget_is_spent() -> None:
     bench = JitteryBench(tok_per_s=ramp({(4, 16): 56.0, (4, 4): 55.0, (4, 1): 30.0}))
     result = run(bench, REPEATED, space(**SMALL))
-    # finalists 56, 55 and 36 (2x2 at c=16): the last falls clear after round 2
-    assert bench.full_measures() == {(4, 16): 3, (4, 4): 3, (2, 16): 2}
-    assert "after 3 round(s): the budget is spent, 2 finalists tie within 95 % intervals" in (
-        bench.notes
-    )
+    # finalists 56, 55 and 36 (1x2 at c=16): halving measures only the first two again, and
+    # after three rounds (the budget) they still tie
+    assert bench.full_measures() == {(4, 16): 3, (4, 4): 3, (2, 16): 1}
+    assert (
+        "after 3 round(s): the budget is spent, 2 finalists tie within 95 % intervals; "
+        "measured once, so not told apart: 1x2 c=16"
+    ) in bench.notes
     assert result.best is not None and result.best.cell.concurrency == 16
+    # The progress totals end at what was measured: the rows and every measurement's requests.
+    assert bench.outlooks[-1][1] == []
+
+
+def test_finalist_rounds_halve_down_to_a_pair() -> None:
+    sizes = {
+        (finalists, repeats): rounds_of(SearchSettings(finalists=finalists, repeats=repeats))
+        for finalists, repeats in ((3, 1), (3, 3), (5, 4), (8, 5), (1, 3), (2, 3))
+    }
+    assert sizes == {
+        (3, 1): [3],
+        (3, 3): [3, 2, 2],
+        (5, 4): [5, 3, 2, 2],
+        (8, 5): [8, 4, 2, 2, 2],
+        (1, 3): [1],  # a lone finalist is the answer after its first full cell
+        (2, 3): [2, 2, 2],
+    }
+
+
+def test_each_finalist_round_starts_on_the_servers_left_running() -> None:
+    """Finalists in two layouts: a round that began on the other layout would start both
+    layouts' servers again every round."""
+    top = {(4, 16): 60.0, (2, 16): 59.0, (4, 4): 58.0}
+    bench = JitteryBench(tok_per_s=ramp(top), jitter=(1.0, 0.9, 1.1))
+    run(bench, replace(REPEATED, finalists=3), space(**SMALL))
+    ladders = sum(1 for trial, _ in bench.trials if trial.phase == "probe")
+    finals = [c.layout.parallel for c in bench.measures[ladders:]]
+    switches = sum(1 for a, b in itertools.pairwise(finals) if a != b)
+    # the ladders end on 1x4; round 1: 1x4 twice, then 1x2; round 2 starts on 1x2, then 1x4,
+    # where round 3 stays: two switches, where the rounds' own order (by mean) would make four
+    assert finals[0] == 4
+    assert switches == 2
 
 
 def test_without_repeats_a_finalist_is_measured_once() -> None:

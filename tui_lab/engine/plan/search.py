@@ -14,9 +14,12 @@ behind the same slots. The search spends its time where the answer can be:
    per layout matters at a plateau, where neighbouring cells differ by less than probe noise.
 
 3. with repeats, settling: the finalists are measured again, round by round, while the top
-   cells' 95 % intervals overlap, each at most `repeats` times; a finalist whose interval falls
-   clear below the best's is not measured again, and the search stops once the best is clear
-   or the budget is spent. Each finalist's row then holds the mean of its measurements.
+   cells' 95 % intervals overlap, each at most `repeats` times. Each round measures at most
+   half the cells of the one before (sequential halving, Karnin, Koren & Somekh 2013: the
+   budget goes to the cells that can still win), never fewer than two: the best and its
+   closest rival. A finalist whose interval falls clear below the best's, or that halving
+   leaves out, is not measured again, and the search stops once the best is clear or the
+   budget is spent. Each finalist's row then holds the mean of its measurements.
 
 The answer is the fastest full cell within the bounds. This module is pure logic: the driver
 (engine/sweeps/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
@@ -24,10 +27,11 @@ The answer is the fastest full cell within the bounds. This module is pure logic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import fmean
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from tui_lab.engine.load.stats import RunSummary
 from tui_lab.engine.plan.config import Cell
@@ -138,10 +142,32 @@ def outlook(
     lanes_left: Sequence[Sequence[Cell]], space: Sequence[Cell], settings: SearchSettings
 ) -> list[Cell]:
     """The most the search may still measure while ladders are left to climb: a probe of every
-    cell in those lanes, then full cells for the finalists (the largest cells of the space, as
-    which cells they will be is not known yet)."""
-    largest = sorted(space, key=lambda c: c.requests, reverse=True)[: settings.finalists]
-    return [probe_of(cell) for lane in lanes_left for cell in lane] + largest * settings.repeats
+    cell in those lanes, then full cells for the finalists, round by round (the largest cells
+    of the space, as which cells they will be is not known yet)."""
+    probes = [probe_of(cell) for lane in lanes_left for cell in lane]
+    return probes + [cell for cells in finalist_rounds(space, settings) for cell in cells]
+
+
+def finalist_rounds(cells: Sequence[Cell], settings: SearchSettings) -> list[list[Cell]]:
+    """The most each finalist round may measure of `cells`: the largest, as which cells will
+    be finalists, or stay tied, is not known yet."""
+    largest = sorted(cells, key=lambda c: c.requests, reverse=True)
+    return [largest[:size] for size in rounds_of(settings)]
+
+
+def halved(size: int) -> int:
+    """How many cells the next settling round measures after one of `size`: half, rounded up,
+    but two at least (while there are two), as the best must be told from its closest rival."""
+    return min(size, max(2, math.ceil(size / 2)))
+
+
+def rounds_of(settings: SearchSettings) -> list[int]:
+    """The most cells each finalist round measures: all finalists, then halving, `repeats`
+    rounds in all (a lone finalist is the answer after its first)."""
+    sizes = [settings.finalists]
+    while len(sizes) < settings.repeats and sizes[-1] > 1:
+        sizes.append(halved(sizes[-1]))
+    return sizes
 
 
 def describe(cell: Cell) -> str:
@@ -223,9 +249,9 @@ async def search(space: Sequence[Cell], settings: SearchSettings, bench: Bench) 
         + ", ".join(f"{describe(s.cell)} ({s.result.tok_per_s:.0f} tok/s)" for s in finalists)
         + (f"; {len(dropped)} layout(s) dropped at their probes" if dropped else "")
     )
-    confirmed = await _confirm(ranked, settings, bench, running=lane_of(all_lanes[-1][0]))
+    confirmed, running = await _confirm(ranked, settings, bench, lane_of(all_lanes[-1][0]))
     if settings.repeats > 1:
-        confirmed = await _settle(confirmed, settings, bench)
+        confirmed = await _settle(confirmed, settings, bench, running)
     if not confirmed:
         return SearchResult(None, "no finalist's full cell ran within the bounds without failures")
     return SearchResult(max(confirmed, key=lambda s: s.result.tok_per_s))
@@ -244,35 +270,43 @@ def contenders(runs: dict[Cell, list[Measurement]]) -> list[Cell]:
 
 
 async def _settle(
-    confirmed: Sequence[Scored], settings: SearchSettings, bench: Bench
+    confirmed: Sequence[Scored], settings: SearchSettings, bench: Bench, running: object
 ) -> list[Scored]:
-    """Measure the finalists again while the best is unclear and the budget allows; record
-    each finalist once, with the mean of its measurements. One whose new measurement fails or
+    """Measure the finalists again while the best is unclear and the budget allows, each round
+    at most `halved` the last one's cells: the contenders with the best means. Record each
+    finalist once, with the mean of its measurements; one whose new measurement fails or
     breaks a bound is out."""
     runs = {s.cell: [s.result] for s in confirmed}
     out: dict[Cell, str] = {}
-    rounds = 1
+    rounds, size = 1, len(runs)
     while True:
         alive = {cell: results for cell, results in runs.items() if cell not in out}
         if not alive:
             break
         tied = contenders(alive)
-        again = [cell for cell in tied if len(runs[cell]) < settings.repeats]
-        if len(tied) == 1 or not again:
-            bench.note(
-                f"after {rounds} round(s): "
-                + ("the best is clear" if len(tied) == 1 else "the budget is spent")
-                + ("" if len(tied) == 1 else f", {len(tied)} finalists tie within 95 % intervals")
-            )
+        ranked = sorted(tied, key=lambda cell: fmean(r.tok_per_s for r in runs[cell]), reverse=True)
+        again = [cell for cell in ranked if len(runs[cell]) < settings.repeats][: halved(size)]
+        if len(tied) == 1 or not again or rounds == settings.repeats:
+            bench.note(f"after {rounds} round(s): " + _standing(tied, runs))
             break
-        rounds += 1
-        bench.expect(again)
-        for cell in again:
+        rounds, size = rounds + 1, len(again)
+        left_out = [
+            cell for cell in tied if cell not in again and len(runs[cell]) < settings.repeats
+        ]
+        if left_out:
+            bench.note(
+                f"round {rounds}: halving measures the best {len(again)} by mean; not "
+                + ", ".join(f"{describe(c)} ({len(runs[c])} so far)" for c in left_out)
+            )
+        bench.expect(_rounds_ahead(again, runs, settings.repeats))
+        for cell in in_layout_order(again, lambda cell: cell, running):
             result = await bench.measure(Trial(cell, "full"))
+            running = lane_of(cell)
             runs[cell].append(result)
             problem = flaw(result, settings)
             if problem is not None:
                 out[cell] = problem
+    bench.expect([])  # the later rounds allowed for that did not run: the bar ends full
     settled = []
     for cell, results in runs.items():
         mean = Measurement.mean_of(results)
@@ -289,12 +323,38 @@ async def _settle(
     return settled
 
 
+def _standing(tied: Sequence[Cell], runs: dict[Cell, list[Measurement]]) -> str:
+    if len(tied) == 1:
+        return "the best is clear"
+    once = [describe(cell) for cell in tied if len(runs[cell]) == 1]
+    return f"the budget is spent, {len(tied) - len(once)} finalists tie within 95 % intervals" + (
+        f"; measured once, so not told apart: {', '.join(once)}" if once else ""
+    )
+
+
+def _rounds_ahead(
+    again: Sequence[Cell], runs: dict[Cell, list[Measurement]], repeats: int
+) -> list[Cell]:
+    """This round's cells and the most the rounds after it may measure, should they all stay
+    tied (halving keeps the best by mean, taken here in this round's order)."""
+    taken = {cell: len(runs[cell]) for cell in again}
+    ahead: list[Cell] = []
+    current = list(again)
+    while current:
+        ahead += current
+        for cell in current:
+            taken[cell] += 1
+        current = [cell for cell in current if taken[cell] < repeats][: halved(len(current))]
+    return ahead
+
+
 async def _confirm(
     ranked: Sequence[Scored], settings: SearchSettings, bench: Bench, running: object
-) -> list[Scored]:
-    """Full cells for the best `finalists` probes; one that fails or breaks a bound hands its
-    place to the next best probe. Each batch runs layout by layout, the one whose servers are
-    still running first, so no layout starts twice in a batch."""
+) -> tuple[list[Scored], object]:
+    """Full cells for the best `finalists` probes, and the lane left running; one that fails
+    or breaks a bound hands its place to the next best probe. Each batch runs layout by
+    layout, the one whose servers are still running first, so no layout starts twice in a
+    batch."""
     rank = {id(s): number for number, s in enumerate(ranked, 1)}
     queue = list(ranked)
     confirmed: list[Scored] = []
@@ -303,8 +363,9 @@ async def _confirm(
             queue[: settings.finalists - len(confirmed)],
             queue[settings.finalists - len(confirmed) :],
         )
-        bench.expect([s.cell for s in batch if not s.full])
-        for candidate in _by_layout(batch, running):
+        later = finalist_rounds([s.cell for s in confirmed + batch], settings)[1:]
+        bench.expect([s.cell for s in batch if not s.full] + [c for cells in later for c in cells])
+        for candidate in in_layout_order(batch, lambda s: s.cell, running):
             if candidate.full:
                 confirmed.append(candidate)  # its probe already ran at full length
                 continue
@@ -321,12 +382,19 @@ async def _confirm(
                     bench.record(trial, result, label)
             else:
                 bench.record(trial, result, f"{label}: {problem}, the next best probe stands in")
-    return confirmed
+    return confirmed, running
 
 
-def _by_layout(batch: Sequence[Scored], running: object) -> list[Scored]:
-    groups: dict[object, list[Scored]] = {}
-    for scored in batch:
-        groups.setdefault(lane_of(scored.cell), []).append(scored)
+Item = TypeVar("Item")
+
+
+def in_layout_order(
+    items: Sequence[Item], cell_of: Callable[[Item], Cell], running: object
+) -> list[Item]:
+    """The items grouped by lane, the running lane's first, each group in the given order:
+    every lane's servers start at most once for them."""
+    groups: dict[object, list[Item]] = {}
+    for item in items:
+        groups.setdefault(lane_of(cell_of(item)), []).append(item)
     ordered = sorted(groups.items(), key=lambda group: group[0] != running)
-    return [scored for _, group in ordered for scored in group]
+    return [item for _, group in ordered for item in group]

@@ -54,14 +54,11 @@ class AdaptiveRunner(PlanRunner):
         self._cells_total = len(left)
         return await self.execute(sum(c.requests for c in left), self._search)
 
-    def expect(self, left: Sequence[Cell]) -> None:
-        """What the search may still measure, as the progress bar's new totals."""
-        self._cells_total = len(self.rows) + len(left)
-        done = sum(
-            int(row["requests"]) * max(1, int(row["repeats"]))  # type: ignore[call-overload]
-            for row in self.rows
-        )
-        self.emit(PlanRevised(self._cells_total, done + sum(c.requests for c in left)))
+    def revise(self, cells: int, requests: int) -> None:
+        """The rows there will be and the requests measured, at most, as of the search's last
+        outlook: the progress bar's new totals."""
+        self._cells_total = cells
+        self.emit(PlanRevised(cells, requests))
 
     async def _search(self, session: aiohttp.ClientSession) -> None:
         self.result = await search(self.plan.cells, self.settings, _Bench(self, session))
@@ -97,11 +94,13 @@ class _Bench:
         self.runner = runner
         self.session = session
         self._pending: dict[Cell, list[tuple[RunSummary | None, dict[str, object]]]] = {}
+        self._requests_measured = 0  # a finalist's every measurement, its row not yet written
 
     async def measure(self, trial: Trial) -> Measurement:
         waiting = [c for c in self._pending if c != trial.cell]
         index = len(self.runner.rows) + 1 + len(waiting)
         summary, row = await self.runner.measure_cell(self.session, index, trial.cell)
+        self._requests_measured += trial.cell.requests
         self._pending.setdefault(trial.cell, []).append((summary, row))
         return Measurement.of(summary, row_error(row))
 
@@ -118,7 +117,10 @@ class _Bench:
         self.runner.emit(Notice("info", text))
 
     def expect(self, cells: Sequence[Cell]) -> None:
-        self.runner.expect(cells)
+        """Rows: those written, the finalists' still to come and any new cell among `cells`;
+        requests: those measured and those of `cells`."""
+        rows = len(self.runner.rows) + len(set(self._pending) | set(cells))
+        self.runner.revise(rows, self._requests_measured + sum(c.requests for c in cells))
 
 
 def runner_class(plan: Plan) -> type[PlanRunner]:
