@@ -188,9 +188,12 @@ class ScriptedAdaptive(Scripted, AdaptiveRunner):
     """The adaptive search's driver over scripted measurements: tok/s by (instances,
     concurrency), each further measurement of a cell a little off."""
 
+    started: list[int]  # the row number each measurement was started as
+
     async def measure_cell(  # type: ignore[override]
         self, session: object, index: int, cell: Cell
     ) -> tuple[RunSummary | None, dict[str, object]]:
+        self.started.append(index)
         taken = self.order.count((cell.layout.instances, cell.concurrency))
         self.order.append((cell.layout.instances, cell.concurrency))  # type: ignore[arg-type]
         tok = {(1, 1): 10.0, (1, 2): 20.0, (2, 1): 30.0, (2, 2): 31.0}[
@@ -204,6 +207,8 @@ async def test_adaptive_finalists_measured_repeatedly_are_one_row_each(tmp_path:
     grid = plan_of(1)
     plan = adaptive_sweep(SearchSettings(plateau=0.0, finalists=2, repeats=3), grid)
     scripted = runner(tmp_path, 1, plan=plan, kind=ScriptedAdaptive)
+    assert isinstance(scripted, ScriptedAdaptive)
+    scripted.started = []
     outcome = await scripted.run()
     phases = [(r["phase"], r["instances"], r["concurrency"], r["repeats"]) for r in outcome.rows]
     # a probe at full length is a probe when finalists are repeated; 30 and 31 tie to the end
@@ -212,6 +217,8 @@ async def test_adaptive_finalists_measured_repeatedly_are_one_row_each(tmp_path:
         ("full", 2, 2, 3), ("full", 2, 1, 3),
     ]  # fmt: skip
     assert [r["cell"] for r in outcome.rows] == [1, 2, 3, 4, 5, 6]
+    # each measurement of a finalist is shown (CellStarted) as the row it will be
+    assert scripted.started == [1, 2, 3, 4, 5, 6, 5, 6, 5, 6]
     assert outcome.rows[4]["output_tok_per_s_runs"] == [30.7, 31.3, 31.0]
     assert outcome.rows[4]["output_tok_per_s"] == pytest.approx(31.0)
     assert marks(outcome.rows) == ["", "", "", "", "best", "tie"]

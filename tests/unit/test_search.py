@@ -193,6 +193,23 @@ def test_probe_at_full_length_is_not_measured_twice() -> None:
     assert result.best is not None and result.best.full
 
 
+def test_a_ladder_stops_at_twice_the_slots_unless_sessions_keep_to_one_instance() -> None:
+    """More clients than twice the slots only queue: a surface that still rose beyond them
+    (noise, on a real box) does not lead the ladder on, except under session balance."""
+    rising = ramp({})
+    cells = space(instances=(2,), parallels=(2,), concurrencies=(1, 4, 8, 16, 32))
+    bench = SyntheticBench(tok_per_s=rising)
+    run(bench, SearchSettings(plateau=0.0, finalists=1), cells)
+    assert bench.measured("probe") == [(2, 2, 1), (2, 2, 4), (2, 2, 8)]
+    assert bench.trials[2][1] == (
+        "+16.7% over c=4: 8 clients for 4 slot(s), more would only queue: stop raising concurrency"
+    )
+    sessions = [replace(cell, balance="session") for cell in cells]
+    bench = SyntheticBench(tok_per_s=rising)
+    run(bench, SearchSettings(plateau=0.0, finalists=1), sessions)
+    assert [c for _, _, c in bench.measured("probe")] == [1, 4, 8, 16, 32]
+
+
 def test_lanes_group_layout_and_balance_in_plan_order() -> None:
     cells = list(
         full_sweep(
@@ -302,12 +319,12 @@ def test_repeats_stop_once_the_best_is_clear_of_the_other_finalists() -> None:
 def test_repeats_go_on_for_the_tied_finalists_only_until_the_budget_is_spent() -> None:
     bench = JitteryBench(tok_per_s=ramp({(4, 16): 56.0, (4, 4): 55.0, (4, 1): 30.0}))
     result = run(bench, REPEATED, space(**SMALL))
-    # finalists 56, 55 and 36 (1x2 at c=16): halving measures only the first two again, and
+    # finalists 56, 55 and 30 (1x4 at c=1): halving measures only the first two again, and
     # after three rounds (the budget) they still tie
-    assert bench.full_measures() == {(4, 16): 3, (4, 4): 3, (2, 16): 1}
+    assert bench.full_measures() == {(4, 16): 3, (4, 4): 3, (4, 1): 1}
     assert (
         "after 3 round(s): the budget is spent, 2 finalists tie within 95 % intervals; "
-        "measured once, so not told apart: 1x2 c=16"
+        "measured once, so not told apart: 1x4 c=1"
     ) in bench.notes
     assert result.best is not None and result.best.cell.concurrency == 16
     # The progress totals end at what was measured: the rows and every measurement's requests.
@@ -332,7 +349,7 @@ def test_finalist_rounds_halve_down_to_a_pair() -> None:
 def test_each_finalist_round_starts_on_the_servers_left_running() -> None:
     """Finalists in two layouts: a round that began on the other layout would start both
     layouts' servers again every round."""
-    top = {(4, 16): 60.0, (2, 16): 59.0, (4, 4): 58.0}
+    top = {(4, 16): 60.0, (2, 4): 59.0, (4, 4): 58.0}
     bench = JitteryBench(tok_per_s=ramp(top), jitter=(1.0, 0.9, 1.1))
     run(bench, replace(REPEATED, finalists=3), space(**SMALL))
     ladders = sum(1 for trial, _ in bench.trials if trial.phase == "probe")

@@ -6,8 +6,9 @@ behind the same slots. The search spends its time where the answer can be:
 
 1. ladders: for each layout (a lane: layout x balance, in the plan's order) raise concurrency
    through the list with short probes (one request per client) and stop once a step gains less
-   than `plateau` over the lane's best, a probe has failed requests, or its latency is over the
-   user's bound (goodput: the best tok/s whose p99 latency or TTFT stays under it);
+   than `plateau` over the lane's best, a probe has failed requests, its latency is over the
+   user's bound (goodput: the best tok/s whose p99 latency or TTFT stays under it), or it has
+   twice as many clients as the layout has slots (more would only wait in a queue);
 2. halving: only the `finalists` best probes (over all lanes) get full cells -- the grid's own
    cells, so their figures compare with a grid's; a finalist whose full cell fails or breaks the
    bound hands its place to the next best probe. Confirming the best few cells rather than one
@@ -194,6 +195,19 @@ def flaw(result: Measurement, settings: SearchSettings) -> str | None:
     return None
 
 
+def slots(cell: Cell) -> int:
+    """Requests the layout's servers decode at once: a request beyond them waits for a slot."""
+    return cell.layout.instances * cell.layout.parallel
+
+
+def only_queues_beyond(cell: Cell) -> bool:
+    """Whether more clients than this cell's can only lengthen the servers' queues: at twice
+    the slots every slot has a request waiting behind the one it decodes, so none idles
+    between two. Not so when a conversation keeps to one instance (session balance), where
+    one instance may hold most of the clients while another's slots idle."""
+    return cell.balance != "session" and cell.concurrency >= 2 * slots(cell)
+
+
 async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) -> list[Scored]:
     """Probe one lane up its concurrency list; its probes that may be the answer."""
     good: list[Scored] = []
@@ -226,6 +240,13 @@ async def climb(lane: Sequence[Cell], settings: SearchSettings, bench: Bench) ->
                 best = scored
             if not stop and cell is lane[-1]:
                 verdict = verdict.replace("raise concurrency", "end of the concurrency list")
+            elif not stop and only_queues_beyond(cell):
+                stop = True
+                verdict = verdict.replace(
+                    "raise concurrency",
+                    f"{cell.concurrency} clients for {slots(cell)} slot(s), more would only "
+                    "queue: stop raising concurrency",
+                )
         bench.record(trial, result, verdict)
         if stop:
             break

@@ -97,8 +97,10 @@ class _Bench:
         self._requests_measured = 0  # a finalist's every measurement, its row not yet written
 
     async def measure(self, trial: Trial) -> Measurement:
-        waiting = [c for c in self._pending if c != trial.cell]
-        index = len(self.runner.rows) + 1 + len(waiting)
+        # The row number it will have: finalists are recorded in the order first measured.
+        waiting = list(self._pending)
+        place = waiting.index(trial.cell) if trial.cell in self._pending else len(waiting)
+        index = len(self.runner.rows) + 1 + place
         summary, row = await self.runner.measure_cell(self.session, index, trial.cell)
         self._requests_measured += trial.cell.requests
         self._pending.setdefault(trial.cell, []).append((summary, row))
