@@ -43,9 +43,18 @@ def sweep_args(lab: LabConfig, results: Path) -> list[str]:
     return [*SWEEP, *ports(lab), "--results", str(results)]
 
 
+# Ctrl-C as a terminal delivers it, whoever started the suite: a shell's background job (and
+# so a suite run with `&`, and every process it starts) inherits SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler, so the sweep would never see the signal.
+WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'llamalab'; runpy.run_module('tui_lab.cli', run_name='__main__')"
+)
+
+
 def start_sweep(lab: LabConfig, results: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tui_lab.cli", *sweep_args(lab, results)],
+        [sys.executable, "-c", WITH_CTRL_C, *sweep_args(lab, results)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
