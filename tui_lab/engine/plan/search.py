@@ -18,9 +18,10 @@ behind the same slots. The search spends its time where the answer can be:
    cells' 95 % intervals overlap, each at most `repeats` times. Each round measures at most
    half the cells of the one before (sequential halving, Karnin, Koren & Somekh 2013: the
    budget goes to the cells that can still win), never fewer than two: the best and its
-   closest rival. A finalist whose interval falls clear below the best's, or that halving
-   leaves out, is not measured again, and the search stops once the best is clear or the
-   budget is spent. Each finalist's row then holds the mean of its measurements.
+   closest rival. A finalist whose interval falls clear below the best's is not measured
+   again; one that halving leaves out waits until its mean is among the best. The search stops
+   once the best is clear or the budget is spent. Each finalist's row then holds the mean of
+   its measurements.
 
 The answer is the fastest full cell within the bounds. This module is pure logic: the driver
 (engine/sweeps/adaptive.py) measures through PlanRunner, the tests measure a synthetic surface.
